@@ -15,6 +15,7 @@ Segmentation: Dice and IoU per foreground class and their mean, over the whole s
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torchmetrics.functional.classification as C
 from torchmetrics.functional.segmentation import dice_score, mean_iou
@@ -30,7 +31,7 @@ def scores_from_logits(logits: torch.Tensor, task: str) -> torch.Tensor:
 
 
 def _as_tensor(x) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
 
 
 def classification_metrics(

@@ -1,0 +1,43 @@
+# medbench: `make demo` sets up and runs the demo sweep; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# the demo and tests log W&B offline unless credentials say otherwise
+export WANDB_SILENT := true
+
+.PHONY: install demo test test-fast lint format speed clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/bench-train -m experiment=demo
+	$(BIN)/bench-leaderboard --runs-dir runs/demo --out runs/demo/leaderboard
+	$(BIN)/bench-report --runs-dir runs/demo --out runs/demo/report.html
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: install
+	$(BIN)/ruff check bench tests scripts
+	$(BIN)/ruff format --check bench tests scripts
+
+format: install
+	$(BIN)/ruff format bench tests scripts
+	$(BIN)/ruff check --fix bench tests scripts
+
+speed: install
+	$(BIN)/python scripts/bench_speed.py
+
+clean:
+	rm -rf outputs multirun runs/demo .pytest_cache
