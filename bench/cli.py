@@ -45,7 +45,8 @@ def precheck_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
                 "with -m; quote values with spaces"
             ) from None
         group = ov.key_or_group
-        if group not in groups or ov.is_delete():
+        # hydra/* groups also hold plugin configs (joblib, submitit_*): Hydra checks those
+        if group not in groups or ov.is_delete() or group.startswith("hydra/"):
             continue
         values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
         for value in values:

@@ -44,6 +44,7 @@ HASH_EXCLUDE = (
     "hydra",
     "force",
     "keep_checkpoints",
+    "threads",
     "data.root",
     "data.cache_dir",
     "data.num_workers",

@@ -250,8 +250,23 @@ def _finish_checkpoints(run_dir: Path, keep: str) -> None:
             f.unlink()
 
 
+def _set_threads(cfg: DictConfig) -> None:
+    """Torch threads: ``threads`` if set, else the cores shared among parallel local jobs."""
+    threads = cfg.get("threads")
+    if threads is None:
+        try:
+            n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        except ValueError:
+            n_jobs = None
+        if n_jobs and n_jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // int(n_jobs))
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one configured job end to end and return its record (never raises for a failed run)."""
+    _set_threads(cfg)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     run_id = compute_run_id(cfg_dict)
     store = RunStore(cfg.paths.runs_dir)

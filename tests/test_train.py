@@ -1,0 +1,105 @@
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from bench.cli import config_groups
+from bench.leaderboard import build
+from bench.records import RunStore
+from bench.train import train
+from conftest import CONF, FAST, PNEUMONIA, needs_pneumonia, run_cli
+
+RECORD_FIELDS = {
+    "schema_version", "run_id", "status", "error", "created_at", "finished_at", "dataset",
+    "model", "scheme", "seed", "epochs", "config", "env", "spec", "cost", "val", "test",
+    "best_epoch",
+}
+
+
+def test_every_config_group_option_composes():
+    groups = config_groups(CONF)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        default = compose("train")
+        assert default.data.name == "synthetic" and default.model.name == "resnet50"
+        for group, options in groups.items():
+            if group in ("local",):
+                continue
+            for opt in options:
+                prefix = "+" if group in ("combo",) else ""
+                key = group
+                cfg = compose("train", overrides=[f"{prefix}{key}={opt}"])
+                assert cfg is not None, f"{group}={opt}"
+    GlobalHydra.instance().clear()
+
+
+def test_seed_zero_really_seeds(make_cfg):
+    cfg = make_cfg(["model=bccnn", "seed=0", *FAST])
+    assert cfg.seed == 0 and cfg.data.seed == 0
+
+
+def test_fast_train_writes_record_and_leaderboard_reads_it(make_cfg, tmp_path):
+    cfg = make_cfg(["model=bccnn", "model.batch_norm=true", *FAST, "trainer.max_epochs=2"])
+    record = train(cfg)
+    assert record["status"] == "done", record.get("error")
+    store = RunStore(cfg.paths.runs_dir)
+    on_disk = store.read(record["run_id"])
+    assert RECORD_FIELDS <= set(on_disk)
+    assert on_disk["test"]["auc"] == record["test"]["auc"]
+    assert on_disk["cost"]["params_total"] > 0 and on_disk["cost"]["gmacs"] > 0
+    assert on_disk["env"]["torch"] and on_disk["spec"]["num_classes"] == 3
+    run_dir = store.run_dir(record["run_id"])
+    assert (run_dir / "predictions_test.csv").exists() and (run_dir / "history.csv").exists()
+    assert (run_dir / "checkpoints" / "best.ckpt").exists()
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    board, problems = build(cfg.paths.runs_dir, n_boot=50)
+    assert problems == [] and len(board) == 1
+    assert board.loc[0, "test_auc_mean"] == pytest.approx(record["test"]["auc"])
+    # the same config again is recognised as done and skipped
+    again = train(cfg)
+    assert again["status"] == "skipped"
+
+
+def test_run_id_ignores_paths_and_logging(make_cfg):
+    from omegaconf import OmegaConf
+
+    from bench.records import compute_run_id
+
+    a = make_cfg(["model=bccnn", *FAST])
+    b = make_cfg(["model=bccnn", *FAST, "logger=csv", "data.num_workers=2"])
+    c = make_cfg(["model=bccnn", *FAST, "seed=1"])
+    ids = [compute_run_id(OmegaConf.to_container(x, resolve=True)) for x in (a, b, c)]
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_nonfinite_loss_fails_the_run_with_the_step(make_cfg):
+    cfg = make_cfg(["model=bccnn", *FAST, "task.optimizer.lr=1e6", "trainer.max_epochs=3"])
+    record = train(cfg)
+    assert record["status"] == "failed"
+    assert "non-finite loss at step" in record["error"]
+
+
+def test_missing_npz_is_a_one_line_error(tmp_path):
+    proc = run_cli(["bench-train", "data=breastmnist", "data.download=false", "logger=none"], tmp_path)
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()[-1]
+    assert "DatasetNotFoundError: breastmnist.npz not found in" in err and "copy the file" in err
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@needs_pneumonia()
+def test_real_pneumoniamnist_training_beats_chance(make_cfg):
+    cfg = make_cfg([
+        "data=pneumoniamnist", f"data.root={PNEUMONIA.parent}", "data.download=false",
+        "model=bccnn", "model.batch_norm=true", "logger=none", "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+    ])
+    record = train(cfg)
+    assert record["status"] == "done", record.get("error")
+    assert record["test"]["auc"] > 0.85, record["test"]
+    assert record["spec"]["name"] == "pneumoniamnist"
+    preds = (RunStore(cfg.paths.runs_dir).run_dir(record["run_id"]) / "predictions_test.csv")
+    assert sum(1 for _ in preds.open()) == 624 + 1
+    assert json.loads((preds.parent / "record.json").read_text())["status"] == "done"
