@@ -108,8 +108,10 @@ class SweepSummaryCallback(Callback):
         global LAST_SUMMARY
         LAST_SUMMARY = None
         state = _state_dir(config.hydra.sweep.dir)
+        params = config.hydra.sweeper.get("params") or {}
+        overrides = list(config.hydra.overrides.task) + [f"{k}={v}" for k, v in params.items()]
         try:
-            total = grid_size(list(config.hydra.overrides.task))
+            total = grid_size(overrides)
         except Exception:  # non-grid sweepers (optuna) decide N themselves
             total = 0
         atomic_write_text(state / "total", str(total))

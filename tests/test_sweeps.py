@@ -1,0 +1,114 @@
+"""Multirun sweeps through the real CLI: grid, resume, failure isolation, kill/restart,
+concurrent writers, submitit."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, run_cli
+
+TINY = [
+    "model=bccnn", "model.width=4", "model.hidden=[16]", "logger=none",
+    "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+    "data.n_train=64", "data.n_val=32", "data.n_test=32", "data.batch_size=16",
+]
+
+
+def records(runs: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/record.json")}
+
+
+def with_(base: list[str], **kv) -> list[str]:
+    keys = {k.replace("__", "."): v for k, v in kv.items()}
+    return [a for a in base if a.split("=")[0] not in keys] + [f"{k}={v}" for k, v in keys.items()]
+
+
+def test_grid_rerun_skips_and_failures_are_isolated(tmp_path):
+    args = ["bench-train", "-m", *with_(TINY, model__width="4,8"), "seed=0,1"]
+    first = run_cli(args, tmp_path, check=True)
+    recs = records(tmp_path / "runs")
+    assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"done"}
+    assert "4 jobs, 4 done, 0 failed, 0 skipped" in first.stderr
+    stamps = {k: r["finished_at"] for k, r in recs.items()}
+
+    second = run_cli(args, tmp_path, check=True)
+    assert "4 jobs, 0 done, 0 failed, 4 skipped" in second.stderr
+    assert second.stdout.count("already done") + second.stderr.count("already done") == 4
+    assert {k: r["finished_at"] for k, r in records(tmp_path / "runs").items()} == stamps
+
+    failing = run_cli(["bench-train", "-m", *with_(TINY, model__name="bccnn,does_not_exist"),
+                       "seed=5"], tmp_path)
+    assert failing.returncode == 1, failing.stderr[-2000:]
+    assert "2 jobs, 1 done, 1 failed" in failing.stderr
+    by_status = {}
+    for r in records(tmp_path / "runs").values():
+        if r["seed"] == 5:
+            by_status[r["status"]] = r
+    assert set(by_status) == {"done", "failed"}
+    assert "unknown model 'does_not_exist'" in by_status["failed"]["error"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_restart_matches_uninterrupted(tmp_path):
+    args = ["bench-train", "-m", *with_(TINY, trainer__max_epochs=2), "model.width=4,5,6,7"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
+           "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"), "MEDBENCH_LOG_DIR": str(tmp_path / "out")}
+    proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = [r for r in records(tmp_path / "runs").values() if r["status"] == "done"]
+        if done:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {k: r for k, r in records(tmp_path / "runs").items() if r["status"] == "done"}
+    assert 1 <= len(before) < 4
+    run_cli(args, tmp_path, check=True)
+    after = records(tmp_path / "runs")
+    assert len(after) == 4 and all(r["status"] == "done" for r in after.values())
+    for k, r in before.items():  # finished before the kill: kept, not redone
+        assert after[k]["finished_at"] == r["finished_at"]
+    # the same sweep uninterrupted, in another run store: identical numbers
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_cli(args, clean, env={"MEDBENCH_DATA_DIR": str(tmp_path / "data")}, check=True)
+    reference = records(clean / "runs")
+    assert set(reference) == set(after)
+    for k in after:
+        assert after[k]["test"] == reference[k]["test"], k
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_store_at_once(tmp_path):
+    args = ["bench-train", "-m", *TINY, "model.width=4,5,6,7"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
+           "MEDBENCH_RUNS_DIR": str(tmp_path / "runs")}
+    procs = []
+    for i in range(2):
+        env_i = {**env, "MEDBENCH_LOG_DIR": str(tmp_path / f"out{i}")}
+        procs.append(subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env_i,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    recs = records(tmp_path / "runs")
+    assert len(recs) == 4 and all(r["status"] == "done" for r in recs.values())
+    started = sum(o.count(" -> ") for o in outs)
+    assert started == 4, outs  # every run trained exactly once across both processes
+    assert not list((tmp_path / "runs").glob("*/.*.tmp")), "half-written files left behind"
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher(tmp_path):
+    args = ["bench-train", "-m", "hydra/launcher=local_submitit", *TINY, "model.width=4,8"]
+    proc = run_cli(args, tmp_path, check=True)
+    recs = records(tmp_path / "runs")
+    assert len(recs) == 2 and all(r["status"] == "done" for r in recs.values()), proc.stderr[-2000:]
+    assert list((tmp_path / "outputs").rglob(".submitit"))
