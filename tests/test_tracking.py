@@ -1,0 +1,40 @@
+"""W&B offline/disabled behaviour and secret hygiene, through the real CLI."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_sweeps import TINY
+
+FAKE_KEY = "fake-wandb-key-0123456789abcdef0123456789abcdef"
+FAKE_TOKEN = "tok-SECRET-9876543210"
+
+
+def _all_text(root: Path) -> str:
+    chunks = []
+    for p in root.rglob("*"):
+        if p.is_file() and p.stat().st_size < 5_000_000:
+            chunks.append(p.read_bytes().decode("utf-8", "ignore"))
+    return "\n".join(chunks)
+
+
+@pytest.mark.slow
+def test_offline_wandb_one_run_per_job_and_no_secret_leaks(tmp_path):
+    args = ["bench-train", "-m", *[a for a in TINY if a != "logger=none"], "logger=wandb",
+            "seed=0,1", "+note=uses_${oc.env:MY_SERVICE_TOKEN}"]
+    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY, "MY_SERVICE_TOKEN": FAKE_TOKEN}
+    proc = run_cli(args, tmp_path, env=env, check=True)
+    runs = sorted((tmp_path / "outputs").rglob("offline-run-*"))
+    assert len(runs) == 2, proc.stderr[-3000:]
+    assert runs[0].parent.parent != runs[1].parent.parent  # one per job folder, not merged
+    text = _all_text(tmp_path) + proc.stdout + proc.stderr
+    assert FAKE_KEY not in text
+    assert FAKE_TOKEN not in text
+
+
+def test_disabled_wandb_writes_nothing(tmp_path):
+    args = ["bench-train", *[a for a in TINY if a != "logger=none"], "logger=wandb"]
+    run_cli(args, tmp_path, env={"WANDB_MODE": "disabled"}, check=True)
+    assert not list(tmp_path.rglob("wandb"))
+    assert len(list((tmp_path / "runs").glob("*/record.json"))) == 1
