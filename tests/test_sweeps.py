@@ -112,3 +112,25 @@ def test_submitit_local_launcher(tmp_path):
     recs = records(tmp_path / "runs")
     assert len(recs) == 2 and all(r["status"] == "done" for r in recs.values()), proc.stderr[-2000:]
     assert list((tmp_path / "outputs").rglob(".submitit"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_path):
+    args = ["bench-train", *with_(TINY, trainer__max_epochs=30, data__n_train=256)]
+    env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
+           "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"), "MEDBENCH_LOG_DIR": str(tmp_path / "out")}
+    proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "runs").glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-2000:]
+    (rec,) = records(tmp_path / "runs").values()
+    assert rec["status"] == "interrupted" and "rerun to resume" in rec["error"]
+    run_cli(args, tmp_path, check=True)
+    after = records(tmp_path / "runs")[rec["run_id"]]
+    assert after["status"] == "done" and after["resumed_from"].endswith("last.ckpt")
+    assert after["attempt"] == 2
