@@ -83,16 +83,61 @@ def finish_wandb(logger: Any) -> None:
         log.warning("wandb.finish() failed: %s", e)
 
 
-def log_run_summary(logger: Any, record: dict, history: list[dict]) -> None:
-    """Final test metrics and cost facts as W&B summary values."""
+def log_run_summary(logger: Any, record: dict, task: Any, datamodule: Any, n_samples: int = 16) -> None:
+    """Test metrics and cost as W&B summary values; confusion matrix, ROC curve, per-class
+    table and sample predictions (mask overlays for segmentation) as media."""
     from lightning.pytorch.loggers import WandbLogger
 
     if not isinstance(logger, WandbLogger):
         return
+    import torch
+    import torchmetrics.functional.classification as C
+    import wandb
+
     run = logger.experiment
     run.define_metric("val/auc", summary="max")
     run.define_metric("val/dice", summary="max")
     for k, v in (record.get("test") or {}).items():
         run.summary[f"test/{k}"] = v
     for k, v in (record.get("cost") or {}).items():
-        run.summary[f"cost/{k}"] = v
+        if not isinstance(v, list):
+            run.summary[f"cost/{k}"] = v
+    spec = task.spec
+    preds = task.predictions.get("test")
+    if not preds:
+        return
+    names = list(spec.label_names) or [str(i) for i in range(spec.num_classes)]
+    ds = datamodule.splits["test"]
+    idx = preds["index"][:n_samples]
+    raw, _, _ = ds[idx.to(torch.long)]
+    raw = raw.cpu()
+    media: dict[str, Any] = {}
+    if spec.kind == "segmentation":
+        labels = dict(enumerate(names))
+        media["test/samples"] = [
+            wandb.Image(raw[i].float().mean(0).numpy(), masks={
+                "prediction": {"mask_data": preds["pred"][i].numpy(), "class_labels": labels},
+                "ground_truth": {"mask_data": preds["target"][i].numpy(), "class_labels": labels},
+            }) for i in range(len(idx))
+        ]
+    elif spec.task != "multi-label":
+        y, score = preds["target"].long(), preds["score"]
+        pred = score.argmax(1)
+        media["test/confusion_matrix"] = wandb.plot.confusion_matrix(
+            y_true=y.tolist(), preds=pred.tolist(), class_names=names)
+        media["test/roc"] = wandb.plot.roc_curve(y.numpy(), score.numpy(), labels=names)
+        k = spec.num_classes
+        per_class = [C.multiclass_precision(pred, y, k, average=None),
+                     C.multiclass_recall(pred, y, k, average=None),
+                     C.multiclass_f1_score(pred, y, k, average=None)]
+        support = torch.bincount(y, minlength=k)
+        media["test/per_class"] = wandb.Table(
+            columns=["class", "precision", "recall", "f1", "support"],
+            data=[[names[c], *(float(m[c]) for m in per_class), int(support[c])] for c in range(k)])
+        img = raw if spec.spatial_dims == 2 else raw[:, :, raw.shape[2] // 2]  # middle slice
+        media["test/samples"] = [
+            wandb.Image(img[i].permute(1, 2, 0).numpy() if img.shape[1] == 3 else img[i, 0].numpy(),
+                        caption=f"true {names[int(y[j])]} / pred {names[int(pred[j])]}")
+            for j, i in enumerate(range(len(idx)))
+        ]
+    run.log(media)

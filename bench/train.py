@@ -216,7 +216,7 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
             df = pd.DataFrame(history)
             atomic_save(run_dir / "history.csv", lambda f: f.write(df.to_csv(index=False).encode()))
         if logger:
-            log_run_summary(logger, record, history)
+            log_run_summary(logger, record, task, datamodule)
     return logger
 
 

@@ -116,15 +116,16 @@ def test_submitit_local_launcher(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_path):
-    args = ["bench-train", *with_(TINY, trainer__max_epochs=30, data__n_train=256)]
+    # epochs of ~1-2 s: long enough to interrupt after the first, short enough to finish later
+    args = ["bench-train", *with_(TINY, trainer__max_epochs=6, data__n_train=768,
+                                  model__width=32)]
     env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
            "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"), "MEDBENCH_LOG_DIR": str(tmp_path / "out")}
     proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "runs").glob("*/checkpoints/last.ckpt")):
-        time.sleep(0.2)
-    time.sleep(0.5)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-2000:]

@@ -28,6 +28,11 @@ def test_offline_wandb_one_run_per_job_and_no_secret_leaks(tmp_path):
     runs = sorted((tmp_path / "outputs").rglob("offline-run-*"))
     assert len(runs) == 2, proc.stderr[-3000:]
     assert runs[0].parent.parent != runs[1].parent.parent  # one per job folder, not merged
+    for run in runs:  # sample predictions, confusion matrix and ROC were logged as media
+        assert len(list(run.rglob("media/images/test/samples_*.png"))) == 16
+        tables = [p.name for p in run.rglob("media/table/**/*.table.json")]
+        assert any("confusion_matrix" in t for t in tables), tables
+        assert any("per_class" in t for t in tables) and any("roc" in t for t in tables), tables
     text = _all_text(tmp_path) + proc.stdout + proc.stderr
     assert FAKE_KEY not in text
     assert FAKE_TOKEN not in text
