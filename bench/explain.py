@@ -25,8 +25,12 @@ def last_conv(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def gradcam_maps(model: nn.Module, x: torch.Tensor, target_layer: nn.Module | None = None,
-                 targets: list[int] | None = None) -> np.ndarray:
+def gradcam_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_layer: nn.Module | None = None,
+    targets: list[int] | None = None,
+) -> np.ndarray:
     """Grad-CAM heatmaps (N, H, W) in [0, 1] at the input's spatial size."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -59,11 +63,17 @@ def explain_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None)
         raise ConfigError(f"{run_dir} has no readable record.json; pass a run folder") from None
     if record.get("status") != "done":
         raise ConfigError(f"run {record.get('run_id')} is {record.get('status')}, not done")
-    spec = DataSpec(**{**record["spec"], "input_size": tuple(record["spec"]["input_size"]),
-                       "label_names": tuple(record["spec"]["label_names"])})
+    spec = DataSpec(
+        **{
+            **record["spec"],
+            "input_size": tuple(record["spec"]["input_size"]),
+            "label_names": tuple(record["spec"]["label_names"]),
+        }
+    )
     if spec.kind != "classification" or spec.spatial_dims != 2:
-        raise ConfigError("bench-explain handles 2D classifiers; this run is "
-                          f"{spec.spatial_dims}D {spec.kind}")
+        raise ConfigError(
+            f"bench-explain handles 2D classifiers; this run is {spec.spatial_dims}D {spec.kind}"
+        )
     cfg = OmegaConf.create(record["config"])
     model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -85,13 +95,16 @@ def explain_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None)
         r, c = divmod(i, cols)
         img = raw[i].float().mean(0).numpy() if raw[i].ndim == 3 else raw[i].float().numpy()
         if tuple(img.shape) != maps[i].shape:
-            img = torch.nn.functional.interpolate(torch.tensor(img)[None, None],
-                                                  size=maps[i].shape, mode="nearest")[0, 0].numpy()
+            img = torch.nn.functional.interpolate(
+                torch.tensor(img)[None, None], size=maps[i].shape, mode="nearest"
+            )[0, 0].numpy()
         axes[2 * r, c].imshow(img, cmap="gray")
         axes[2 * r + 1, c].imshow(img, cmap="gray")
         axes[2 * r + 1, c].imshow(maps[i], cmap="jet", alpha=0.45)
-        axes[2 * r, c].set_title(f"true {names[int(y[i])] if y.ndim == 1 else '-'}\n"
-                                 f"pred {names[int(pred[i])]}", fontsize=6)
+        axes[2 * r, c].set_title(
+            f"true {names[int(y[i])] if y.ndim == 1 else '-'}\npred {names[int(pred[i])]}",
+            fontsize=6,
+        )
     for a in axes.flat:
         a.axis("off")
     out = Path(out) if out else run_dir / "explain" / "gradcam.png"

@@ -1,8 +1,8 @@
 """Leaderboards from run records: mean ± std over seeds, bootstrap CIs, cost, paper references.
 
-    bench-leaderboard --runs-dir runs                 # results/leaderboard.csv (+ .md) and a table
-    bench-leaderboard --runs-dir runs --name pneumonia --reference --publish
-    bench-leaderboard --runs-dir runs --compare resnet50 bccnn --dataset pneumoniamnist
+bench-leaderboard --runs-dir runs                 # results/leaderboard.csv (+ .md) and a table
+bench-leaderboard --runs-dir runs --name pneumonia --reference --publish
+bench-leaderboard --runs-dir runs --compare resnet50 bccnn --dataset pneumoniamnist
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pandas as pd
 from bench.errors import BenchError, ConfigError, one_line
 from bench.io import atomic_write_text
 from bench.metrics import CLASSIFICATION_METRICS
-from bench.records import RunStore, git_sha, now_iso
+from bench.records import RunStore, cpu_name, git_sha, now_iso
 from bench.stats import bootstrap_ci, metric_fn, paired_bootstrap, read_predictions
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def aggregate(
     ci_metrics = CLASSIFICATION_METRICS if ci_metrics is None else ci_metrics
     rows = []
     for keys, g in df.groupby(GROUP_KEYS, dropna=False, sort=True):
-        row = dict(zip(GROUP_KEYS, keys))
+        row = dict(zip(GROUP_KEYS, keys, strict=True))
         row["task"] = g["task"].iloc[0]
         row["n_seeds"] = int(g["seed"].nunique())
         for c in metric_cols:
@@ -135,8 +134,10 @@ def rank(board: pd.DataFrame, metric: str = "test_auc") -> pd.DataFrame:
         return board
     col = f"{metric}_mean"
     if col not in board:
-        raise ConfigError(f"metric {metric!r} is not in the leaderboard; pick one of "
-                          f"{sorted(c[:-5] for c in board if c.endswith('_mean'))}")
+        raise ConfigError(
+            f"metric {metric!r} is not in the leaderboard; pick one of "
+            f"{sorted(c[:-5] for c in board if c.endswith('_mean'))}"
+        )
     lower_better = metric.endswith(("ece", "brier", "loss"))
     lo, hi = f"{metric}_ci95_lo", f"{metric}_ci95_hi"
     ranks = []
@@ -149,17 +150,21 @@ def rank(board: pd.DataFrame, metric: str = "test_auc") -> pd.DataFrame:
             ranks.append((i, 1 + int(better.sum())))
     board = board.copy()
     board["rank"] = pd.Series(dict(ranks))
-    return board.sort_values(["dataset", col], ascending=[True, lower_better]).reset_index(drop=True)
+    return board.sort_values(["dataset", col], ascending=[True, lower_better]).reset_index(
+        drop=True
+    )
 
 
 def add_reference(board: pd.DataFrame, ref_path: Path = DEFAULT_REFERENCE) -> pd.DataFrame:
-    """Add ``ref_auc/ref_acc/delta_auc/delta_acc`` where the paper has the same dataset/size/model."""
+    """Add ``ref_auc/ref_acc/delta_auc/delta_acc`` where the paper has the same dataset, input
+    size and model."""
     ref = pd.read_csv(ref_path, comment="#")
     board = board.copy()
     flag = board["dataset"].str.replace(r"_\d+$", "", regex=True)
     keys = pd.DataFrame({"flag": flag, "size": board["input_size"], "model": board["model"]})
-    merged = keys.merge(ref, how="left", left_on=["flag", "size", "model"],
-                        right_on=["dataset", "size", "model"])
+    merged = keys.merge(
+        ref, how="left", left_on=["flag", "size", "model"], right_on=["dataset", "size", "model"]
+    )
     board["ref_auc"] = merged["auc"].to_numpy()
     board["ref_acc"] = merged["acc"].to_numpy()
     board["delta_auc"] = board.get("test_auc_mean") - board["ref_auc"]
@@ -185,13 +190,22 @@ def to_markdown(board: pd.DataFrame, metrics=("auc", "acc", "f1")) -> str:
         for m in metrics:
             mean, std = r.get(f"test_{m}_mean"), r.get(f"test_{m}_std")
             cells.append(
-                "" if mean is None or mean != mean
-                else f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+                ""
+                if mean is None or mean != mean
+                else f"{mean:.3f} ± {std:.3f}"
+                if std == std
+                else f"{mean:.3f}"
             )
         lo, hi = r.get("test_auc_ci95_lo"), r.get("test_auc_ci95_hi")
         cells.append(f"[{lo:.3f}, {hi:.3f}]" if lo is not None and lo == lo else "")
-        cells.append(f"{r['param_count_m']:.2f}" if r.get("param_count_m") == r.get("param_count_m") else "")
-        cells.append(f"{r['gmacs']:.3f}" if r.get("gmacs") is not None and r.get("gmacs") == r.get("gmacs") else "")
+        cells.append(
+            f"{r['param_count_m']:.2f}" if r.get("param_count_m") == r.get("param_count_m") else ""
+        )
+        cells.append(
+            f"{r['gmacs']:.3f}"
+            if r.get("gmacs") is not None and r.get("gmacs") == r.get("gmacs")
+            else ""
+        )
         if "ref_auc" in board:
             ref, d = r.get("ref_auc"), r.get("delta_auc")
             cells += [f"{ref:.3f}" if ref == ref else "", f"{d:+.3f}" if d == d else ""]
@@ -224,9 +238,10 @@ def write_provenance(out_dir: Path, argv: list[str], board: pd.DataFrame) -> Pat
         "",
         f"- commit(s) of the runs: {_join_unique(board['git_sha']) or 'unknown'}; "
         f"aggregated at commit {git_sha() or 'unknown'}",
-        f"- hardware: {_join_unique(board['device'])} ({platform.processor() or platform.machine()}, "
+        f"- hardware: {_join_unique(board['device'])} ({cpu_name()}, "
         f"{torch.get_num_threads()} threads); torch {_join_unique(board['torch'])}",
-        f"- epochs: {_join_unique(board['epochs'])}; seeds per row: {_join_unique(board['n_seeds'])}",
+        f"- epochs: {_join_unique(board['epochs'])}; "
+        f"seeds per row: {_join_unique(board['n_seeds'])}",
         "- CIs: percentile bootstrap over test samples, pooled over seeds (see bench/stats.py)",
         "",
         to_markdown(board),
@@ -236,8 +251,9 @@ def write_provenance(out_dir: Path, argv: list[str], board: pd.DataFrame) -> Pat
     return path
 
 
-def compare(df: pd.DataFrame, a: str, b: str, dataset: str | None, metric: str, n_boot: int,
-            seed: int) -> str:
+def compare(
+    df: pd.DataFrame, a: str, b: str, dataset: str | None, metric: str, n_boot: int, seed: int
+) -> str:
     """Paired bootstrap of the metric difference, plus Wilcoxon over seeds where possible."""
     from scipy.stats import wilcoxon
 
@@ -247,22 +263,28 @@ def compare(df: pd.DataFrame, a: str, b: str, dataset: str | None, metric: str, 
         ga, gb = (df[(df.dataset == ds) & (df.model == m)].sort_values("seed") for m in (a, b))
         if ga.empty or gb.empty:
             missing = a if ga.empty else b
-            raise ConfigError(f"no done runs of {missing!r} on {ds!r}; models there: "
-                              f"{sorted(df[df.dataset == ds].model.unique())}")
+            raise ConfigError(
+                f"no done runs of {missing!r} on {ds!r}; models there: "
+                f"{sorted(df[df.dataset == ds].model.unique())}"
+            )
         pa, pb = _group_predictions(ga), _group_predictions(gb)
         task = ga["task"].iloc[0]
         if pa is None or pb is None:
             raise ConfigError(f"predictions_test.csv missing for some runs on {ds!r}; rerun them")
         diff, p = paired_bootstrap(pa, pb, metric_fn(task, metric), n_boot, seed)
-        lines.append(f"{ds}: {metric}({a}) - {metric}({b}) = {diff:+.4f}; paired bootstrap over "
-                     f"{len(pa[0][0])} test samples ({n_boot} resamples, seed-mean): p = {p:.4f}")
+        lines.append(
+            f"{ds}: {metric}({a}) - {metric}({b}) = {diff:+.4f}; paired bootstrap over "
+            f"{len(pa[0][0])} test samples ({n_boot} resamples, seed-mean): p = {p:.4f}"
+        )
         common = sorted(set(ga.seed) & set(gb.seed))
         if len(common) >= 2:
             xa = ga.set_index("seed").loc[common, f"test_{metric}"]
             xb = gb.set_index("seed").loc[common, f"test_{metric}"]
             try:
                 w = wilcoxon(xa, xb)
-                lines.append(f"{ds}: Wilcoxon signed-rank over {len(common)} seeds: p = {w.pvalue:.4f}")
+                lines.append(
+                    f"{ds}: Wilcoxon signed-rank over {len(common)} seeds: p = {w.pvalue:.4f}"
+                )
             except ValueError as e:
                 lines.append(f"{ds}: Wilcoxon over seeds not computable ({e})")
     return "\n".join(lines)
@@ -274,8 +296,13 @@ def log_to_wandb(board: pd.DataFrame, group: str | None, project: str = "medbenc
 
     from bench.tracking import resolve_wandb_mode
 
-    run = wandb.init(project=project, group=group, job_type="aggregate",
-                     name=f"leaderboard-{group or 'all'}", mode=resolve_wandb_mode("auto"))
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="aggregate",
+        name=f"leaderboard-{group or 'all'}",
+        mode=resolve_wandb_mode("auto"),
+    )
     try:
         table = _fmt(board).astype(object).where(board.notna(), None)
         run.log({"leaderboard": wandb.Table(dataframe=table)})
@@ -283,8 +310,14 @@ def log_to_wandb(board: pd.DataFrame, group: str | None, project: str = "medbenc
         wandb.finish()
 
 
-def build(runs_dir: str, metric: str = "test_auc", reference: bool = False, n_boot: int = 1000,
-          ci_metrics: list[str] | None = None, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+def build(
+    runs_dir: str,
+    metric: str = "test_auc",
+    reference: bool = False,
+    n_boot: int = 1000,
+    ci_metrics: list[str] | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[str]]:
     records, problems = RunStore(runs_dir).iter_records()
     df = records_frame(records)
     if df.empty:
@@ -295,9 +328,23 @@ def build(runs_dir: str, metric: str = "test_auc", reference: bool = False, n_bo
     return board, problems
 
 
-PRINT_COLUMNS = ["rank", "dataset", "model", "scheme", "epochs", "n_seeds", "test_auc_mean",
-                 "test_auc_std", "test_acc_mean", "test_acc_std", "test_dice_mean",
-                 "param_count_m", "train_time_s", "ref_auc", "delta_auc"]
+PRINT_COLUMNS = [
+    "rank",
+    "dataset",
+    "model",
+    "scheme",
+    "epochs",
+    "n_seeds",
+    "test_auc_mean",
+    "test_auc_std",
+    "test_acc_mean",
+    "test_acc_std",
+    "test_dice_mean",
+    "param_count_m",
+    "train_time_s",
+    "ref_auc",
+    "delta_auc",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,8 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default="test_auc", help="ranking metric (default test_auc)")
     p.add_argument("--reference", action="store_true", help="add MedMNIST v2 paper deltas")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
-    p.add_argument("--ci-metrics", default="auc,acc",
-                   help="comma list of test metrics to bootstrap, or 'all' (default auc,acc)")
+    p.add_argument(
+        "--ci-metrics",
+        default="auc,acc",
+        help="comma list of test metrics to bootstrap, or 'all' (default auc,acc)",
+    )
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired test of two models")
     p.add_argument("--dataset", default=None, help="dataset for --compare (default: all shared)")
     p.add_argument("--publish", action="store_true", help="write a provenance README too")
@@ -317,18 +367,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = p.parse_args(argv)
     try:
-        ci = list(CLASSIFICATION_METRICS) if args.ci_metrics == "all" else [
-            m for m in args.ci_metrics.split(",") if m]
+        ci = (
+            list(CLASSIFICATION_METRICS)
+            if args.ci_metrics == "all"
+            else [m for m in args.ci_metrics.split(",") if m]
+        )
         unknown = [m for m in ci if m not in CLASSIFICATION_METRICS]
         if unknown:
             raise ConfigError(f"--ci-metrics: unknown {unknown}; valid: {CLASSIFICATION_METRICS}")
         if args.compare:
             records, _ = RunStore(args.runs_dir).iter_records()
-            print(compare(records_frame(records), *args.compare, args.dataset,
-                          args.metric.removeprefix("test_"), args.n_boot or 1000, args.seed))
+            print(
+                compare(
+                    records_frame(records),
+                    *args.compare,
+                    args.dataset,
+                    args.metric.removeprefix("test_"),
+                    args.n_boot or 1000,
+                    args.seed,
+                )
+            )
             return 0
-        board, problems = build(args.runs_dir, args.metric, args.reference, args.n_boot, ci,
-                                args.seed)
+        board, problems = build(
+            args.runs_dir, args.metric, args.reference, args.n_boot, ci, args.seed
+        )
         for line in problems:
             print(f"warning: skipped unreadable record {line}", file=sys.stderr)
         if board.empty:
@@ -339,13 +401,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.publish:
             written.append(write_provenance(out, sys.argv[1:] if argv is None else argv, board))
         if args.wandb:
-            groups = {json.loads((Path(d) / "record.json").read_text()).get("sweep_group")
-                      for d in board["run_ids"].str.split(";").explode().map(
-                          lambda r: str(Path(args.runs_dir) / r))}
+            groups = {
+                json.loads((Path(d) / "record.json").read_text()).get("sweep_group")
+                for d in board["run_ids"]
+                .str.split(";")
+                .explode()
+                .map(lambda r: str(Path(args.runs_dir) / r))
+            }
             log_to_wandb(board, groups.pop() if len(groups) == 1 else None)
         cols = [c for c in PRINT_COLUMNS if c in board and board[c].notna().any()]
-        with pd.option_context("display.width", 200, "display.max_columns", 30,
-                               "display.float_format", "{:.4f}".format):
+        with pd.option_context(
+            "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
+        ):
             print(board[cols].to_string(index=False))
         print(f"wrote {written[0]} ({len(board)} rows)")
         return 0

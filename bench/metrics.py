@@ -21,7 +21,14 @@ import torchmetrics.functional.classification as C
 from torchmetrics.functional.segmentation import dice_score, mean_iou
 
 CLASSIFICATION_METRICS = (
-    "auc", "acc", "f1", "precision", "recall", "balanced_acc", "ece", "brier",
+    "auc",
+    "acc",
+    "f1",
+    "precision",
+    "recall",
+    "balanced_acc",
+    "ece",
+    "brier",
 )
 
 
@@ -54,9 +61,12 @@ def classification_metrics(
             "precision": lambda: C.multilabel_precision(y_score, t, L, average="macro"),
             "recall": lambda: C.multilabel_recall(y_score, t, L, average="macro"),
             "balanced_acc": lambda: (
-                C.multilabel_recall(y_score, t, L, average=None)
-                + C.multilabel_specificity(y_score, t, L, average=None)
-            ).mean() / 2,
+                (
+                    C.multilabel_recall(y_score, t, L, average=None)
+                    + C.multilabel_specificity(y_score, t, L, average=None)
+                ).mean()
+                / 2
+            ),
             "ece": lambda: torch.stack(
                 [C.binary_calibration_error(y_score[:, i], t[:, i], n_bins=15) for i in range(L)]
             ).mean(),
@@ -96,11 +106,20 @@ def segmentation_metrics(
     """Dice and IoU per foreground class and their means; ``preds``/``target`` are index maps."""
     preds, target = preds.long(), target.long()
     dice = dice_score(
-        preds, target, num_classes, include_background=False, average="none",
-        input_format="index", aggregation_level="global",
+        preds,
+        target,
+        num_classes,
+        include_background=False,
+        average="none",
+        input_format="index",
+        aggregation_level="global",
     ).reshape(-1)
     iou = mean_iou(
-        preds, target, num_classes, include_background=False, per_class=True,
+        preds,
+        target,
+        num_classes,
+        include_background=False,
+        per_class=True,
         input_format="index",
     )
     iou = iou.reshape(-1, num_classes - 1).nanmean(0)

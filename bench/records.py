@@ -124,12 +124,26 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
 def git_sha(cwd: str | Path | None = None) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-            cwd=cwd or Path(__file__).resolve().parent, timeout=5,
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=cwd or Path(__file__).resolve().parent,
+            timeout=5,
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def environment_facts() -> dict:
@@ -146,6 +160,7 @@ def environment_facts() -> dict:
         "timm": timm.__version__,
         "python": platform.python_version(),
         "device": device,
+        "cpu": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
         "git_sha": git_sha(),

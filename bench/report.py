@@ -1,6 +1,6 @@
 """A self-contained HTML dashboard from run records (plots embedded as PNG, no network needed).
 
-    bench-report --runs-dir runs --out report.html
+bench-report --runs-dir runs --out report.html
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return (
+        f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    )
 
 
 def _table(df: pd.DataFrame, left: tuple[str, ...] = (), row_class: str | None = None) -> str:
@@ -55,14 +57,18 @@ def _table(df: pd.DataFrame, left: tuple[str, ...] = (), row_class: str | None =
             text = f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v)
             cells.append(f'<td class="{"l" if c in left else ""}">{html.escape(text)}</td>')
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (
+        f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def pareto_front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Boolean mask of points no other point beats on both lower cost and higher score."""
     keep = np.ones(len(cost), dtype=bool)
     for i in range(len(cost)):
-        dominated = (cost <= cost[i]) & (score >= score[i]) & ((cost < cost[i]) | (score > score[i]))
+        dominated = (
+            (cost <= cost[i]) & (score >= score[i]) & ((cost < cost[i]) | (score > score[i]))
+        )
         keep[i] = not dominated.any()
     return keep
 
@@ -70,20 +76,31 @@ def pareto_front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
 def _leaderboard_section(board: pd.DataFrame) -> str:
     parts = []
     for ds, g in board.groupby("dataset"):
-        metric = "test_dice" if "test_dice_mean" in g and g["test_dice_mean"].notna().any() else "test_auc"
-        show = pd.DataFrame({
-            "rank": g["rank"], "model": g["model"], "scheme": g["scheme"], "epochs": g["epochs"],
-            "seeds": g["n_seeds"],
-        })
+        metric = (
+            "test_dice"
+            if "test_dice_mean" in g and g["test_dice_mean"].notna().any()
+            else "test_auc"
+        )
+        show = pd.DataFrame(
+            {
+                "rank": g["rank"],
+                "model": g["model"],
+                "scheme": g["scheme"],
+                "epochs": g["epochs"],
+                "seeds": g["n_seeds"],
+            }
+        )
         for m in (metric, "test_acc", "test_f1", "test_ece"):
             if f"{m}_mean" in g and g[f"{m}_mean"].notna().any():
                 show[m.removeprefix("test_") + " (mean ± std)"] = [
                     f"{a:.4f} ± {b:.4f}" if b == b else f"{a:.4f}"
-                    for a, b in zip(g[f"{m}_mean"], g[f"{m}_std"])
+                    for a, b in zip(g[f"{m}_mean"], g[f"{m}_std"], strict=True)
                 ]
         if f"{metric}_ci95_lo" in g:
-            show["95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
-                              for lo, hi in zip(g[f"{metric}_ci95_lo"], g[f"{metric}_ci95_hi"])]
+            show["95% CI"] = [
+                f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
+                for lo, hi in zip(g[f"{metric}_ci95_lo"], g[f"{metric}_ci95_hi"], strict=True)
+            ]
         show["params (M)"] = g["param_count_m"].round(2)
         show["train s"] = g["train_time_s"].round(1)
         parts.append(f"<h3>{html.escape(str(ds))}</h3>" + _table(show, left=("model", "scheme")))
@@ -122,8 +139,12 @@ def _cost_section(board: pd.DataFrame) -> str:
         if metric not in g:
             continue
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-        for ax, col, label in zip(axes, ("param_count_m", "gmacs", "train_time_s"),
-                                  ("params (M)", "GMACs", "train time (s)")):
+        for ax, col, label in zip(
+            axes,
+            ("param_count_m", "gmacs", "train_time_s"),
+            ("params (M)", "GMACs", "train time (s)"),
+            strict=True,
+        ):
             d = g[[col, metric, "model"]].dropna()
             if d.empty:
                 continue
@@ -154,7 +175,7 @@ def _prediction_plots(df: pd.DataFrame, label_names: dict[str, list[str]]) -> tu
         n = len(first)
         fig_cm, axes_cm = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False)
         fig_roc, ax_roc = plt.subplots(figsize=(4.5, 4))
-        for ax, (_, r) in zip(axes_cm[0], first.iterrows()):
+        for ax, (_, r) in zip(axes_cm[0], first.iterrows(), strict=True):
             _, y, s = read_predictions(str(Path(r["_dir"]) / "predictions_test.csv"))
             if y.ndim == 2:  # multi-label: micro ROC only
                 fpr, tpr, _ = roc_curve(y.ravel(), s.ravel())
@@ -208,52 +229,75 @@ def _spread_section(df: pd.DataFrame) -> str:
 
 def _runs_table(records: list[dict]) -> str:
     rows = []
-    for r in sorted(records, key=lambda r: (str(r.get("dataset")), str(r.get("model")), str(r.get("seed")))):
+    for r in sorted(
+        records, key=lambda r: (str(r.get("dataset")), str(r.get("model")), str(r.get("seed")))
+    ):
         test = r.get("test") or {}
-        rows.append({
-            "status": r.get("status"), "run_id": r.get("run_id"), "dataset": r.get("dataset"),
-            "model": r.get("model"), "seed": r.get("seed"),
-            "test auc/dice": test.get("auc", test.get("dice")),
-            "train s": (r.get("cost") or {}).get("train_time_s"),
-            "error": r.get("error") or "",
-        })
-    return _table(pd.DataFrame(rows), left=("status", "run_id", "dataset", "model", "error"),
-                  row_class="status")
+        rows.append(
+            {
+                "status": r.get("status"),
+                "run_id": r.get("run_id"),
+                "dataset": r.get("dataset"),
+                "model": r.get("model"),
+                "seed": r.get("seed"),
+                "test auc/dice": test.get("auc", test.get("dice")),
+                "train s": (r.get("cost") or {}).get("train_time_s"),
+                "error": r.get("error") or "",
+            }
+        )
+    return _table(
+        pd.DataFrame(rows),
+        left=("status", "run_id", "dataset", "model", "error"),
+        row_class="status",
+    )
 
 
 def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Path:
     records, problems = RunStore(runs_dir).iter_records()
     df = records_frame(records)
-    sections = [f"<h1>{html.escape(title)}</h1>",
-                f'<p class="muted">{len(records)} runs in {html.escape(str(runs_dir))}, '
-                f"generated {now_iso()}</p>"]
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="muted">{len(records)} runs in {html.escape(str(runs_dir))}, '
+        f"generated {now_iso()}</p>",
+    ]
     counts = pd.Series([r.get("status") for r in records]).value_counts().to_dict()
     sections.append("<p>" + ", ".join(f"{v} {k}" for k, v in counts.items()) + "</p>")
     if problems:
-        sections.append("<p class='failed'>Unreadable records: " +
-                        html.escape("; ".join(problems)) + "</p>")
+        sections.append(
+            "<p class='failed'>Unreadable records: " + html.escape("; ".join(problems)) + "</p>"
+        )
     if not df.empty:
         board = rank(aggregate(df, ci_metrics=["auc"], n_boot=300))
         labels = {r.get("dataset"): (r.get("spec") or {}).get("label_names") for r in records}
         cm, roc = _prediction_plots(df, {k: v for k, v in labels.items() if v})
         sections += [
-            "<h2>Leaderboard</h2>", _leaderboard_section(board),
-            "<h2>Learning curves</h2>", _curves_section(df),
-            "<h2>Accuracy vs cost</h2>", _cost_section(board),
-            "<h2>Per-seed spread</h2>", _spread_section(df),
-            "<h2>Confusion matrices</h2>", cm,
-            "<h2>ROC curves</h2>", roc,
+            "<h2>Leaderboard</h2>",
+            _leaderboard_section(board),
+            "<h2>Learning curves</h2>",
+            _curves_section(df),
+            "<h2>Accuracy vs cost</h2>",
+            _cost_section(board),
+            "<h2>Per-seed spread</h2>",
+            _spread_section(df),
+            "<h2>Confusion matrices</h2>",
+            cm,
+            "<h2>ROC curves</h2>",
+            roc,
         ]
         explain = sorted(Path(runs_dir).glob("*/explain/*.png"))
         if explain:
             sections.append("<h2>Grad-CAM explanations</h2>")
             for p in explain:
                 data = base64.b64encode(p.read_bytes()).decode()
-                sections.append(f"<h3>{html.escape(p.parent.parent.name)}</h3>"
-                                f'<img alt="gradcam" src="data:image/png;base64,{data}">')
+                sections.append(
+                    f"<h3>{html.escape(p.parent.parent.name)}</h3>"
+                    f'<img alt="gradcam" src="data:image/png;base64,{data}">'
+                )
     sections += ["<h2>Runs</h2>", _runs_table(records)]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>"
+    )
     path = Path(out)
     atomic_write_text(path, page)
     return path
@@ -266,8 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default="medbench report")
     args = p.parse_args(argv)
     if not Path(args.runs_dir).is_dir():
-        print(f"error: run store {args.runs_dir} does not exist; run bench-train first",
-              file=sys.stderr)
+        print(
+            f"error: run store {args.runs_dir} does not exist; run bench-train first",
+            file=sys.stderr,
+        )
         return 2
     path = build_report(args.runs_dir, args.out, args.title)
     print(f"wrote {path.resolve()}")

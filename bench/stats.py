@@ -13,8 +13,10 @@ from bench.metrics import classification_metrics
 def read_predictions(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(index, target (N,) or (N,L), score (N,C)) from a ``predictions_*.csv``."""
     df = pd.read_csv(path).sort_values("index")
-    tcols = ["target"] if "target" in df else sorted(
-        (c for c in df if c.startswith("target_")), key=lambda c: int(c.split("_")[1])
+    tcols = (
+        ["target"]
+        if "target" in df
+        else sorted((c for c in df if c.startswith("target_")), key=lambda c: int(c.split("_")[1]))
     )
     scols = sorted((c for c in df if c.startswith("score_")), key=lambda c: int(c.split("_")[1]))
     target = df[tcols].to_numpy()
@@ -71,9 +73,11 @@ def paired_bootstrap(
 
     full = np.arange(n)
     diff = seed_mean(runs_a, full) - seed_mean(runs_b, full)
-    diffs = np.array([
-        seed_mean(runs_a, idx) - seed_mean(runs_b, idx)
-        for idx in _resample_indices(n, n_boot, seed)
-    ])
+    diffs = np.array(
+        [
+            seed_mean(runs_a, idx) - seed_mean(runs_b, idx)
+            for idx in _resample_indices(n, n_boot, seed)
+        ]
+    )
     p = 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())
     return float(diff), float(min(1.0, max(p, 1 / n_boot)))

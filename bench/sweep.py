@@ -85,7 +85,12 @@ def report_job(status: str, run_id: str) -> None:
     counts = _count(jobs)
     log.info(
         "job %d of %s: %s %s (so far %d done, %d failed, %d skipped)",
-        num + 1, total or "?", status, run_id, counts.get("done", 0), counts.get("failed", 0),
+        num + 1,
+        total or "?",
+        status,
+        run_id,
+        counts.get("done", 0),
+        counts.get("failed", 0),
         counts.get("skipped", 0),
     )
 

@@ -40,8 +40,16 @@ def resolve_wandb_mode(mode: str | None) -> str:
     return mode
 
 
-def build_logger(logger_cfg: dict, *, run_name: str, group: str, tags: list[str],
-                 config: dict, save_dir: Path, run_id: str) -> Any:
+def build_logger(
+    logger_cfg: dict,
+    *,
+    run_name: str,
+    group: str,
+    tags: list[str],
+    config: dict,
+    save_dir: Path,
+    run_id: str,
+) -> Any:
     """A Lightning logger from ``conf/logger/<kind>.yaml`` values (False for none)."""
     kind = logger_cfg.get("kind", "none")
     if kind == "none":
@@ -83,7 +91,9 @@ def finish_wandb(logger: Any) -> None:
         log.warning("wandb.finish() failed: %s", e)
 
 
-def log_run_summary(logger: Any, record: dict, task: Any, datamodule: Any, n_samples: int = 16) -> None:
+def log_run_summary(
+    logger: Any, record: dict, task: Any, datamodule: Any, n_samples: int = 16
+) -> None:
     """Test metrics and cost as W&B summary values; confusion matrix, ROC curve, per-class
     table and sample predictions (mask overlays for segmentation) as media."""
     from lightning.pytorch.loggers import WandbLogger
@@ -115,29 +125,42 @@ def log_run_summary(logger: Any, record: dict, task: Any, datamodule: Any, n_sam
     if spec.kind == "segmentation":
         labels = dict(enumerate(names))
         media["test/samples"] = [
-            wandb.Image(raw[i].float().mean(0).numpy(), masks={
-                "prediction": {"mask_data": preds["pred"][i].numpy(), "class_labels": labels},
-                "ground_truth": {"mask_data": preds["target"][i].numpy(), "class_labels": labels},
-            }) for i in range(len(idx))
+            wandb.Image(
+                raw[i].float().mean(0).numpy(),
+                masks={
+                    "prediction": {"mask_data": preds["pred"][i].numpy(), "class_labels": labels},
+                    "ground_truth": {
+                        "mask_data": preds["target"][i].numpy(),
+                        "class_labels": labels,
+                    },
+                },
+            )
+            for i in range(len(idx))
         ]
     elif spec.task != "multi-label":
         y, score = preds["target"].long(), preds["score"]
         pred = score.argmax(1)
         media["test/confusion_matrix"] = wandb.plot.confusion_matrix(
-            y_true=y.tolist(), preds=pred.tolist(), class_names=names)
+            y_true=y.tolist(), preds=pred.tolist(), class_names=names
+        )
         media["test/roc"] = wandb.plot.roc_curve(y.numpy(), score.numpy(), labels=names)
         k = spec.num_classes
-        per_class = [C.multiclass_precision(pred, y, k, average=None),
-                     C.multiclass_recall(pred, y, k, average=None),
-                     C.multiclass_f1_score(pred, y, k, average=None)]
+        per_class = [
+            C.multiclass_precision(pred, y, k, average=None),
+            C.multiclass_recall(pred, y, k, average=None),
+            C.multiclass_f1_score(pred, y, k, average=None),
+        ]
         support = torch.bincount(y, minlength=k)
         media["test/per_class"] = wandb.Table(
             columns=["class", "precision", "recall", "f1", "support"],
-            data=[[names[c], *(float(m[c]) for m in per_class), int(support[c])] for c in range(k)])
+            data=[[names[c], *(float(m[c]) for m in per_class), int(support[c])] for c in range(k)],
+        )
         img = raw if spec.spatial_dims == 2 else raw[:, :, raw.shape[2] // 2]  # middle slice
         media["test/samples"] = [
-            wandb.Image(img[i].permute(1, 2, 0).numpy() if img.shape[1] == 3 else img[i, 0].numpy(),
-                        caption=f"true {names[int(y[j])]} / pred {names[int(pred[j])]}")
+            wandb.Image(
+                img[i].permute(1, 2, 0).numpy() if img.shape[1] == 3 else img[i, 0].numpy(),
+                caption=f"true {names[int(y[j])]} / pred {names[int(pred[j])]}",
+            )
             for j, i in enumerate(range(len(idx)))
         ]
     run.log(media)

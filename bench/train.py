@@ -12,7 +12,6 @@ import os
 import resource
 import shutil
 import signal
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -70,7 +69,9 @@ def _hydra_context(run_id: str) -> tuple[str, str, list[str]]:
     except ValueError:
         return run_id, "single", []
     overrides = list(hc.overrides.task)
-    name = ",".join(o for o in overrides if not o.startswith(("hydra", "paths", "logger"))) or run_id
+    name = (
+        ",".join(o for o in overrides if not o.startswith(("hydra", "paths", "logger"))) or run_id
+    )
     if hc.mode == RunMode.MULTIRUN:
         group = "sweep-" + Path(hc.sweep.dir).name
     else:
@@ -81,7 +82,9 @@ def _hydra_context(run_id: str) -> tuple[str, str, list[str]]:
 def _scheme(cfg: DictConfig) -> str:
     """Training scheme label for the leaderboard: scratch / imagenet / weights, plus frozen."""
     model = cfg.model
-    base = "weights" if model.get("weights") else "imagenet" if model.get("pretrained") else "scratch"
+    base = (
+        "weights" if model.get("weights") else "imagenet" if model.get("pretrained") else "scratch"
+    )
     if model.get("freeze") == "backbone":
         base += "-frozen"
     if model.get("small_input_stem"):
@@ -154,8 +157,13 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
     task = build_task(model, spec, **instantiate(cfg.task, _convert_="all"))
 
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=task.monitor,
-        mode=task.monitor_mode, save_last=True, save_top_k=1, auto_insert_metric_name=False,
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=task.monitor,
+        mode=task.monitor_mode,
+        save_last=True,
+        save_top_k=1,
+        auto_insert_metric_name=False,
     )
     timer = ThroughputTimer()
     callbacks = [checkpoint, timer, EpochSeed(int(cfg.seed or 0))]
@@ -163,9 +171,12 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
     name, group, _ = _hydra_context(record["run_id"])
     logger = build_logger(
         OmegaConf.to_container(cfg.logger, resolve=True),
-        run_name=name, group=group, run_id=record["run_id"],
+        run_name=name,
+        group=group,
+        run_id=record["run_id"],
         tags=[spec.name, cfg.model.name, f"size{spec.input_size[0]}"],
-        config=redact(record["config"]), save_dir=Path(cfg.paths.output_dir),
+        config=redact(record["config"]),
+        save_dir=Path(cfg.paths.output_dir),
     )
     record["_logger"] = logger
     trainer = instantiate(
@@ -198,15 +209,20 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
         record["best_epoch"] = pick(scored, key=lambda h: h[monitor_col])["epoch"]
     record["epochs_run"] = trainer.current_epoch
     n_test = len(task.predictions.get("test", {}).get("index", []))
-    record["cost"].update({
-        "train_time_s": round(train_time, 3),
-        "train_samples_per_sec": timer.samples_per_sec,
-        "infer_samples_per_sec": round(n_test / test_time, 2) if test_time > 0 and n_test else None,
-        "peak_mem_mb": round(_peak_mem_mb(trainer.strategy.root_device), 1),
-    })
+    record["cost"].update(
+        {
+            "train_time_s": round(train_time, 3),
+            "train_samples_per_sec": timer.samples_per_sec,
+            "infer_samples_per_sec": round(n_test / test_time, 2)
+            if test_time > 0 and n_test
+            else None,
+            "peak_mem_mb": round(_peak_mem_mb(trainer.strategy.root_device), 1),
+        }
+    )
     record["env"]["device"] = (
         torch.cuda.get_device_name(trainer.strategy.root_device)
-        if trainer.strategy.root_device.type == "cuda" else "cpu"
+        if trainer.strategy.root_device.type == "cuda"
+        else "cpu"
     )
     if trainer.global_rank == 0:
         for stage in ("val", "test"):
@@ -271,8 +287,12 @@ def train(cfg: DictConfig) -> dict:
     run_id = compute_run_id(cfg_dict)
     store = RunStore(cfg.paths.runs_dir)
     if _rank() != 0:  # DDP worker: rank 0 owns the record and the lock
-        fit_and_test(cfg, {"run_id": run_id, "config": cfg_dict, "env": {}}, store.run_dir(run_id),
-                     _prepare_run_dir(store.run_dir(run_id), force=False))
+        fit_and_test(
+            cfg,
+            {"run_id": run_id, "config": cfg_dict, "env": {}},
+            store.run_dir(run_id),
+            _prepare_run_dir(store.run_dir(run_id), force=False),
+        )
         return {"run_id": run_id, "status": "worker"}
 
     with store.claim(run_id) as claimed:
@@ -319,8 +339,13 @@ def train(cfg: DictConfig) -> dict:
             if record["status"] == "done":
                 _finish_checkpoints(run_dir, cfg.get("keep_checkpoints", "best"))
         level = logging.INFO if record["status"] == "done" else logging.ERROR
-        log.log(level, "run %s %s%s", run_id, record["status"],
-                f": {record['error']}" if record.get("error") else "")
+        log.log(
+            level,
+            "run %s %s%s",
+            run_id,
+            record["status"],
+            f": {record['error']}" if record.get("error") else "",
+        )
         sweep.report_job(record["status"], run_id)
     if interrupted:
         signal.signal(signal.SIGINT, signal.default_int_handler)

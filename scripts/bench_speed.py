@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,10 +58,19 @@ def harness(model: str, precision: str, data_dir: Path, train_limit: int | None,
     name, kw = MODELS[model]
     prec, cl = PRECISIONS[precision]
     overrides = [
-        "data=pneumoniamnist", f"data.root={data_dir}", "data.download=false",
-        f"model={name}", "logger=none", "trainer.max_epochs=1", f"trainer.precision={prec}",
-        f"task.channels_last={str(cl).lower()}", "trainer.enable_progress_bar=false",
-        "data.batch_size=128", f"seed={seed}", "keep_checkpoints=none", "+force=true",
+        "data=pneumoniamnist",
+        f"data.root={data_dir}",
+        "data.download=false",
+        f"model={name}",
+        "logger=none",
+        "trainer.max_epochs=1",
+        f"trainer.precision={prec}",
+        f"task.channels_last={str(cl).lower()}",
+        "trainer.enable_progress_bar=false",
+        "data.batch_size=128",
+        f"seed={seed}",
+        "keep_checkpoints=none",
+        "+force=true",
         *[f"model.{k}={str(v).lower()}" for k, v in kw.items()],
     ]
     if train_limit:
@@ -82,16 +90,26 @@ def harness(model: str, precision: str, data_dir: Path, train_limit: int | None,
     if rec["status"] != "done":
         raise RuntimeError(rec.get("error"))
     c = rec["cost"]
-    return {"epoch_time_s": c["train_time_s"], "train_samples_per_sec": c["train_samples_per_sec"],
-            "infer_samples_per_sec": c["infer_samples_per_sec"], "val_auc": rec["val"]["auc"],
-            "wall_incl_test_s": round(wall, 2)}
+    return {
+        "epoch_time_s": c["train_time_s"],
+        "train_samples_per_sec": c["train_samples_per_sec"],
+        "infer_samples_per_sec": c["infer_samples_per_sec"],
+        "val_auc": rec["val"]["auc"],
+        "wall_incl_test_s": round(wall, 2),
+    }
 
 
 def _splits(data_dir: Path, train_limit: int | None, seed: int):
     from bench.data.medmnist import MedMNISTDataModule
 
-    dm = MedMNISTDataModule("pneumoniamnist", root=str(data_dir), download=False,
-                            limit=train_limit, seed=seed, batch_size=128)
+    dm = MedMNISTDataModule(
+        "pneumoniamnist",
+        root=str(data_dir),
+        download=False,
+        limit=train_limit,
+        seed=seed,
+        batch_size=128,
+    )
     dm.setup()
     return dm
 
@@ -117,14 +135,17 @@ def raw(model: str, precision: str, data_dir: Path, train_limit: int | None, see
         x = (x.float() / 255 - 0.5) / 0.5
         return x.contiguous(memory_format=torch.channels_last) if cl else x
 
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if prec.startswith("bf16") else (
-        lambda: torch.autocast("cpu", enabled=False))
+    ctx = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if prec.startswith("bf16")
+        else (lambda: torch.autocast("cpu", enabled=False))
+    )
     t0 = time.perf_counter()
     net.train()
     n = 0
     perm = torch.randperm(len(tr))
     for i in range(0, len(tr) - 127, 128):
-        x, y, _ = tr[perm[i:i + 128]]
+        x, y, _ = tr[perm[i : i + 128]]
         with ctx():
             loss = F.cross_entropy(net(prep(x)).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -142,11 +163,17 @@ def raw(model: str, precision: str, data_dir: Path, train_limit: int | None, see
             ys.append(y)
     t_val = time.perf_counter() - t1
     auc = classification_metrics(torch.cat(ys), torch.cat(scores), "binary-class", ("auc",))["auc"]
-    return {"epoch_time_s": round(t_train + t_val, 3), "train_samples_per_sec": round(n / t_train, 2),
-            "infer_samples_per_sec": round(len(va) / t_val, 2), "val_auc": auc}
+    return {
+        "epoch_time_s": round(t_train + t_val, 3),
+        "train_samples_per_sec": round(n / t_train, 2),
+        "infer_samples_per_sec": round(len(va) / t_val, 2),
+        "val_auc": auc,
+    }
 
 
-def reference(model: str, precision: str, data_dir: Path, train_limit: int | None, seed: int) -> dict:
+def reference(
+    model: str, precision: str, data_dir: Path, train_limit: int | None, seed: int
+) -> dict:
     """medmnist's Dataset/DataLoader path, training then scoring train/val/test each epoch."""
     import numpy as np
     import torch
@@ -160,12 +187,15 @@ def reference(model: str, precision: str, data_dir: Path, train_limit: int | Non
 
     torch.manual_seed(seed)
     tf = T.Compose([T.ToTensor(), T.Normalize(mean=[0.5], std=[0.5])])
-    sets = {s: PneumoniaMNIST(split=s, transform=tf, download=False, root=str(data_dir))
-            for s in ("train", "val", "test")}
+    sets = {
+        s: PneumoniaMNIST(split=s, transform=tf, download=False, root=str(data_dir))
+        for s in ("train", "val", "test")
+    }
     train_set = sets["train"]
     if train_limit:
-        train_set = Subset(train_set, np.random.default_rng(seed).choice(len(train_set),
-                                                                         train_limit, False))
+        train_set = Subset(
+            train_set, np.random.default_rng(seed).choice(len(train_set), train_limit, False)
+        )
     name, kw = MODELS[model]
     from bench.spec import DataSpec
 
@@ -193,10 +223,15 @@ def reference(model: str, precision: str, data_dir: Path, train_limit: int | Non
                 ys.append(y.squeeze(1))
         t_eval += time.perf_counter() - t1
         n_eval += len(sets[split])
-        aucs[split] = classification_metrics(torch.cat(ys), torch.cat(scores), "binary-class",
-                                             ("auc",))["auc"]
-    return {"epoch_time_s": round(t_train + t_eval, 3), "train_samples_per_sec": round(n / t_train, 2),
-            "infer_samples_per_sec": round(n_eval / t_eval, 2), "val_auc": aucs["val"]}
+        aucs[split] = classification_metrics(
+            torch.cat(ys), torch.cat(scores), "binary-class", ("auc",)
+        )["auc"]
+    return {
+        "epoch_time_s": round(t_train + t_eval, 3),
+        "train_samples_per_sec": round(n / t_train, 2),
+        "infer_samples_per_sec": round(n_eval / t_eval, 2),
+        "val_auc": aucs["val"],
+    }
 
 
 METHODS = {"harness": harness, "raw": raw, "reference": reference}
@@ -205,33 +240,62 @@ METHODS = {"harness": harness, "raw": raw, "reference": reference}
 def startup_and_overhead(data_dir: Path, jobs: int = 10) -> list[dict]:
     """Import + first-step time of one run, and seconds per job beyond training in a multirun."""
     rows = []
-    code = ("import time;t=time.perf_counter();import bench.train;"
-            "print(time.perf_counter()-t)")
-    imp = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               cwd=ROOT).stdout.strip())
-    rows.append({"what": "import bench.train (torch, lightning, timm, hydra, torchmetrics)",
-                 "seconds": round(imp, 2)})
+    code = "import time;t=time.perf_counter();import bench.train;print(time.perf_counter()-t)"
+    imp = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+    )
+    rows.append(
+        {
+            "what": "import bench.train (torch, lightning, timm, hydra, torchmetrics)",
+            "seconds": round(imp, 2),
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_RUNS_DIR": f"{tmp}/runs",
-               "MEDBENCH_LOG_DIR": f"{tmp}/out", "MEDBENCH_DATA_DIR": f"{tmp}/data"}
+        env = {
+            **os.environ,
+            "WANDB_MODE": "disabled",
+            "MEDBENCH_RUNS_DIR": f"{tmp}/runs",
+            "MEDBENCH_LOG_DIR": f"{tmp}/out",
+            "MEDBENCH_DATA_DIR": f"{tmp}/data",
+        }
         bench_train = str(Path(sys.executable).parent / "bench-train")
-        tiny = ["model=bccnn", "model.width=4", "model.hidden=[16]", "logger=none",
-                "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.n_train=64",
-                "data.n_val=32", "data.n_test=32", "data.batch_size=32"]
+        tiny = [
+            "model=bccnn",
+            "model.width=4",
+            "model.hidden=[16]",
+            "logger=none",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "data.n_train=64",
+            "data.n_val=32",
+            "data.n_test=32",
+            "data.batch_size=32",
+        ]
         t0 = time.perf_counter()
         subprocess.run([bench_train, *tiny, "seed=100"], env=env, capture_output=True, check=True)
         one = time.perf_counter() - t0
-        rows.append({"what": "one tiny run end to end (process start to record)",
-                     "seconds": round(one, 2)})
+        rows.append(
+            {"what": "one tiny run end to end (process start to record)", "seconds": round(one, 2)}
+        )
         t0 = time.perf_counter()
-        subprocess.run([bench_train, "-m", *tiny, "seed=" + ",".join(map(str, range(jobs)))],
-                       env=env, capture_output=True, check=True)
+        subprocess.run(
+            [bench_train, "-m", *tiny, "seed=" + ",".join(map(str, range(jobs)))],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
         total = time.perf_counter() - t0
         recs = [json.loads(p.read_text()) for p in Path(tmp, "runs").glob("*/record.json")]
         training = sum(r["cost"]["train_time_s"] for r in recs if r.get("seed", -1) < jobs)
         rows.append({"what": f"multirun of {jobs} tiny jobs, total", "seconds": round(total, 2)})
-        rows.append({"what": "per-job overhead beyond training (total - imports) / jobs - train",
-                     "seconds": round((total - imp - training) / jobs, 2)})
+        rows.append(
+            {
+                "what": "per-job overhead beyond training (total - imports) / jobs - train",
+                "seconds": round((total - imp - training) / jobs, 2),
+            }
+        )
     return rows
 
 
@@ -243,8 +307,12 @@ def main() -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--train-limit", type=int, default=None,
-                   help="train on a stratified subset of this many images (faster table)")
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="train on a stratified subset of this many images (faster table)",
+    )
     p.add_argument("--out", default=str(ROOT / "results/speed"))
     p.add_argument("--skip-overhead", action="store_true")
     args = p.parse_args()
@@ -258,20 +326,34 @@ def main() -> int:
     for model in args.models:
         for rep in range(args.reps):  # methods interleaved per repetition: drift hits all alike
             for method in args.methods:
-                for prec in (["32"] if method == "reference" else list(PRECISIONS)):
+                for prec in ["32"] if method == "reference" else list(PRECISIONS):
                     r = METHODS[method](model, prec, data_dir, args.train_limit, seed=rep)
-                    rows.append({"model": model, "method": method, "precision": prec, "rep": rep,
-                                 **r, "peak_rss_mb": round(peak_rss_mb(), 1)})
+                    rows.append(
+                        {
+                            "model": model,
+                            "method": method,
+                            "precision": prec,
+                            "rep": rep,
+                            **r,
+                            "peak_rss_mb": round(peak_rss_mb(), 1),
+                        }
+                    )
                     print(json.dumps(rows[-1]), flush=True)
     df = pd.DataFrame(rows)
-    agg = (df.groupby(["model", "method", "precision"])
-             .agg(epoch_time_s=("epoch_time_s", "median"),
-                  epoch_time_s_min=("epoch_time_s", "min"),
-                  epoch_time_s_max=("epoch_time_s", "max"),
-                  train_samples_per_sec=("train_samples_per_sec", "median"),
-                  infer_samples_per_sec=("infer_samples_per_sec", "median"),
-                  val_auc=("val_auc", "median"), peak_rss_mb=("peak_rss_mb", "max"),
-                  reps=("rep", "count")).reset_index())
+    agg = (
+        df.groupby(["model", "method", "precision"])
+        .agg(
+            epoch_time_s=("epoch_time_s", "median"),
+            epoch_time_s_min=("epoch_time_s", "min"),
+            epoch_time_s_max=("epoch_time_s", "max"),
+            train_samples_per_sec=("train_samples_per_sec", "median"),
+            infer_samples_per_sec=("infer_samples_per_sec", "median"),
+            val_auc=("val_auc", "median"),
+            peak_rss_mb=("peak_rss_mb", "max"),
+            reps=("rep", "count"),
+        )
+        .reset_index()
+    )
 
     def lookup(m, meth, prec):
         s = agg[(agg.model == m) & (agg.method == meth) & (agg.precision == prec)]
@@ -279,11 +361,16 @@ def main() -> int:
 
     agg["harness_over_raw"] = [
         lookup(r.model, "harness", r.precision) / lookup(r.model, "raw", r.precision)
-        if r.method == "harness" else float("nan") for r in agg.itertuples()]
+        if r.method == "harness"
+        else float("nan")
+        for r in agg.itertuples()
+    ]
     agg["reference_over_harness"] = [
         lookup(r.model, "reference", "32") / lookup(r.model, "harness", "bf16_cl")
-        if r.method == "harness" and r.precision == "bf16_cl" else float("nan")
-        for r in agg.itertuples()]
+        if r.method == "harness" and r.precision == "bf16_cl"
+        else float("nan")
+        for r in agg.itertuples()
+    ]
     agg["train_images"] = args.train_limit or 4708
     agg["device"] = "cpu"
     agg["cpu_threads"] = torch.get_num_threads()

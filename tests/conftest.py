@@ -63,15 +63,28 @@ def make_cfg(tmp_path):
     GlobalHydra.instance().clear()
 
 
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600,
-            check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600, check: bool = False
+) -> subprocess.CompletedProcess:
     """Run a console script of this venv in ``cwd`` (data/runs/outputs land there)."""
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(cwd / "data"),
-                "MEDBENCH_RUNS_DIR": str(cwd / "runs"), "MEDBENCH_LOG_DIR": str(cwd / "outputs"),
-                **(env or {})}
-    proc = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    full_env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "MEDBENCH_DATA_DIR": str(cwd / "data"),
+        "MEDBENCH_RUNS_DIR": str(cwd / "runs"),
+        "MEDBENCH_LOG_DIR": str(cwd / "outputs"),
+        **(env or {}),
+    }
+    proc = subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc

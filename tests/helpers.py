@@ -9,8 +9,15 @@ import numpy as np
 COUNTS = {"train": 40, "val": 12, "test": 12}
 
 
-def write_medmnist_npz(path: Path, shape: tuple[int, ...], n_classes: int, multi_label: bool = False,
-                       counts: dict | None = None, seed: int = 0, **overrides) -> Path:
+def write_medmnist_npz(
+    path: Path,
+    shape: tuple[int, ...],
+    n_classes: int,
+    multi_label: bool = False,
+    counts: dict | None = None,
+    seed: int = 0,
+    **overrides,
+) -> Path:
     """An npz with {split}_images (uint8, ``shape`` per sample) and {split}_labels (N,1)/(N,L)."""
     rng = np.random.default_rng(seed)
     arrays = {}

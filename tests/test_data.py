@@ -10,6 +10,7 @@ from bench.data.folder import ImageFolderDataModule
 from bench.data.medmnist import MedMNISTDataModule
 from bench.data.segmentation import SyntheticSegDataModule
 from bench.data.synthetic import SyntheticDataModule
+
 from conftest import CONF, PNEUMONIA, needs_pneumonia
 from helpers import COUNTS, write_medmnist_npz
 
@@ -55,8 +56,9 @@ def test_flat_and_column_labels_load_alike(tmp_path):
 
 def test_as_rgb_and_resize_on_the_batch(tmp_path):
     write_medmnist_npz(tmp_path / "breastmnist.npz", (28, 28), 2)
-    dm = MedMNISTDataModule("breastmnist", root=str(tmp_path), download=False, as_rgb=True,
-                            resize=64, batch_size=4)
+    dm = MedMNISTDataModule(
+        "breastmnist", root=str(tmp_path), download=False, as_rgb=True, resize=64, batch_size=4
+    )
     dm.setup()
     assert dm.spec.in_channels == 3 and dm.spec.input_size == (64, 64)
     x, y, _ = next(iter(dm.val_dataloader()))
@@ -77,8 +79,9 @@ def test_md5_mismatch_warns_but_loads(tmp_path, caplog):
 
 def test_mmap_mode_reads_batches_from_disk(tmp_path):
     write_medmnist_npz(tmp_path / "breastmnist_128.npz", (128, 128), 2)
-    dm = MedMNISTDataModule("breastmnist", size=128, root=str(tmp_path), download=False,
-                            batch_size=4)
+    dm = MedMNISTDataModule(
+        "breastmnist", size=128, root=str(tmp_path), download=False, batch_size=4
+    )
     dm.setup()
     assert dm.mmap and isinstance(dm.splits["train"].images, np.memmap)
     x, _, _ = next(iter(dm.train_dataloader()))
@@ -123,8 +126,9 @@ def test_stratified_subset_keeps_proportions():
 
 def test_fraction_and_limit_subset_train_only(tmp_path):
     write_medmnist_npz(tmp_path / "breastmnist.npz", (28, 28), 2)
-    dm = MedMNISTDataModule("breastmnist", root=str(tmp_path), download=False, fraction=0.5,
-                            limit=15)
+    dm = MedMNISTDataModule(
+        "breastmnist", root=str(tmp_path), download=False, fraction=0.5, limit=15
+    )
     dm.setup()
     assert len(dm.splits["train"]) == 15 and len(dm.splits["val"]) == COUNTS["val"]
 
@@ -185,9 +189,15 @@ def _write_folder(root, patients=6, per_patient=3, classes=("benign", "malignant
 
 def test_folder_loader_never_leaks_a_patient(tmp_path):
     _write_folder(tmp_path / "imgs", patients=10)
-    dm = ImageFolderDataModule(str(tmp_path / "imgs"), size=16, group_regex=r"-(\d+)-\d+\.png$",
-                               cache_dir=str(tmp_path / "cache"), val_fraction=0.2,
-                               test_fraction=0.2, batch_size=4)
+    dm = ImageFolderDataModule(
+        str(tmp_path / "imgs"),
+        size=16,
+        group_regex=r"-(\d+)-\d+\.png$",
+        cache_dir=str(tmp_path / "cache"),
+        val_fraction=0.2,
+        test_fraction=0.2,
+        batch_size=4,
+    )
     dm.setup()
     assert dm.spec.num_classes == 2 and dm.spec.label_names == ("benign", "malignant")
     assert dm.splits["train"].images.shape[1:] == (1, 16, 16)
@@ -204,8 +214,9 @@ def test_folder_loader_never_leaks_a_patient(tmp_path):
 def test_folder_with_split_subfolders(tmp_path):
     for s in ("train", "val", "test"):
         _write_folder(tmp_path / "imgs" / s, patients=1, per_patient=2)
-    dm = ImageFolderDataModule(str(tmp_path / "imgs"), size=8, color="rgb",
-                               cache_dir=str(tmp_path / "cache"))
+    dm = ImageFolderDataModule(
+        str(tmp_path / "imgs"), size=8, color="rgb", cache_dir=str(tmp_path / "cache")
+    )
     dm.setup()
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 4, "val": 4, "test": 4}
     assert dm.spec.in_channels == 3

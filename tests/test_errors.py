@@ -25,6 +25,7 @@ from bench.errors import (
 from bench.io import atomic_write_text
 from bench.models import build_model
 from bench.spec import DataSpec
+
 from conftest import run_cli
 from helpers import COUNTS, write_medmnist_npz
 
@@ -85,45 +86,110 @@ def _not_writable(tmp):
 
 CASES = [
     ("unknown flag", lambda t: MedMNISTDataModule("foomnist"), UnknownOptionError, "valid flags"),
-    ("invalid size", lambda t: MedMNISTDataModule("pneumoniamnist", size=32), ConfigError,
-     "valid sizes"),
-    ("3D flag, 2D size", lambda t: MedMNISTDataModule("organmnist3d", size=224), ConfigError,
-     "valid sizes: 28, 64"),
-    ("npz missing", lambda t: MedMNISTDataModule("breastmnist", root=str(t), download=False).setup(),
-     DatasetNotFoundError, "copy the file there"),
-    ("download fails offline",
-     lambda t: MedMNISTDataModule("breastmnist", root=str(t / "nowhere" / "x"), download=True).setup(),
-     DatasetNotFoundError, "run once online"),
+    (
+        "invalid size",
+        lambda t: MedMNISTDataModule("pneumoniamnist", size=32),
+        ConfigError,
+        "valid sizes",
+    ),
+    (
+        "3D flag, 2D size",
+        lambda t: MedMNISTDataModule("organmnist3d", size=224),
+        ConfigError,
+        "valid sizes: 28, 64",
+    ),
+    (
+        "npz missing",
+        lambda t: MedMNISTDataModule("breastmnist", root=str(t), download=False).setup(),
+        DatasetNotFoundError,
+        "copy the file there",
+    ),
+    (
+        "download fails offline",
+        lambda t: MedMNISTDataModule(
+            "breastmnist", root=str(t / "nowhere" / "x"), download=True
+        ).setup(),
+        DatasetNotFoundError,
+        "run once online",
+    ),
     ("truncated npz", _truncated, CorruptFileError, "download it again"),
     ("npz missing a key", _missing_key, DataFormatError, "has no array 'val_labels'"),
-    ("wrong dtype", lambda t: _breast(t, train_images=np.zeros((40, 28, 28), np.float32)),
-     DataFormatError, "expected uint8"),
-    ("count mismatch", lambda t: _breast(t, train_labels=np.zeros((39, 1))), DataFormatError,
-     "39 labels for 40 images"),
-    ("labels out of range", lambda t: _breast(t, test_labels=np.full((12, 1), 7)), DataFormatError,
-     "2 classes"),
-    ("2D model on volumes", lambda t: build_model("resnet50", VOL), ModelDataMismatchError,
-     "use one of: cnn3d"),
-    ("U-Net on labels", lambda t: build_model("unet", G28), ModelDataMismatchError,
-     "pick a classification model"),
-    ("num_classes contradicts", lambda t: build_model("bccnn", G28, num_classes=4), ConfigError,
-     "remove the override"),
-    ("unknown model", lambda t: build_model("resnet51", G28), UnknownOptionError,
-     "registered models"),
-    ("empty class folder", lambda t: _folder(t, {"a": 3, "b": 0}), DataFormatError,
-     "has no images"),
+    (
+        "wrong dtype",
+        lambda t: _breast(t, train_images=np.zeros((40, 28, 28), np.float32)),
+        DataFormatError,
+        "expected uint8",
+    ),
+    (
+        "count mismatch",
+        lambda t: _breast(t, train_labels=np.zeros((39, 1))),
+        DataFormatError,
+        "39 labels for 40 images",
+    ),
+    (
+        "labels out of range",
+        lambda t: _breast(t, test_labels=np.full((12, 1), 7)),
+        DataFormatError,
+        "2 classes",
+    ),
+    (
+        "2D model on volumes",
+        lambda t: build_model("resnet50", VOL),
+        ModelDataMismatchError,
+        "use one of: cnn3d",
+    ),
+    (
+        "U-Net on labels",
+        lambda t: build_model("unet", G28),
+        ModelDataMismatchError,
+        "pick a classification model",
+    ),
+    (
+        "num_classes contradicts",
+        lambda t: build_model("bccnn", G28, num_classes=4),
+        ConfigError,
+        "remove the override",
+    ),
+    (
+        "unknown model",
+        lambda t: build_model("resnet51", G28),
+        UnknownOptionError,
+        "registered models",
+    ),
+    (
+        "empty class folder",
+        lambda t: _folder(t, {"a": 3, "b": 0}),
+        DataFormatError,
+        "has no images",
+    ),
     ("single-class folder", lambda t: _folder(t, {"a": 3}), DataFormatError, "single class"),
     ("weights not a state dict", lambda t: _weights(t, [1, 2]), WeightsError, "not a state dict"),
-    ("weights shapes do not fit", lambda t: _weights(t, build_model("bccnn", G28, width=8).state_dict()),
-     WeightsError, "does not fit"),
+    (
+        "weights shapes do not fit",
+        lambda t: _weights(t, build_model("bccnn", G28, width=8).state_dict()),
+        WeightsError,
+        "does not fit",
+    ),
     ("mask size differs", _seg_mask_size, DataFormatError, "spatial size"),
     ("non-writable output", _not_writable, OutputPathError, "choose a writable folder"),
-    ("override typo", lambda t: precheck_overrides(["model=[resnet50"]), ConfigError,
-     "cannot parse override"),
-    ("unknown group option", lambda t: precheck_overrides(["data=pneumonia"]), UnknownOptionError,
-     "valid options:"),
-    ("unknown augmentation", lambda t: MedMNISTDataModule("breastmnist", augment="strong"),
-     UnknownOptionError, "light"),
+    (
+        "override typo",
+        lambda t: precheck_overrides(["model=[resnet50"]),
+        ConfigError,
+        "cannot parse override",
+    ),
+    (
+        "unknown group option",
+        lambda t: precheck_overrides(["data=pneumonia"]),
+        UnknownOptionError,
+        "valid options:",
+    ),
+    (
+        "unknown augmentation",
+        lambda t: MedMNISTDataModule("breastmnist", augment="strong"),
+        UnknownOptionError,
+        "light",
+    ),
 ]
 
 
@@ -154,7 +220,8 @@ def test_disk_full_leaves_no_half_written_record(tmp_path, monkeypatch):
 def test_cli_prints_one_line_for_config_mistakes(tmp_path):
     proc = run_cli(["bench-train", "model=resnet5O"], tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        proc.stderr.strip().splitlines()[-1]
-    ] and "model=resnet5O is not a config in conf/model/" in proc.stderr
+    assert (
+        proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]
+        and "model=resnet5O is not a config in conf/model/" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr

@@ -9,22 +9,41 @@ from bench.records import RunStore
 from bench.stats import bootstrap_ci, metric_fn, paired_bootstrap
 
 
-def _fake_run(root, run_id, model, seed, auc, acc, dataset="pneumoniamnist", size=28,
-              preds=None, status="done"):
+def _fake_run(
+    root,
+    run_id,
+    model,
+    seed,
+    auc,
+    acc,
+    dataset="pneumoniamnist",
+    size=28,
+    preds=None,
+    status="done",
+):
     d = root / run_id
     d.mkdir(parents=True)
     rec = {
-        "run_id": run_id, "status": status, "dataset": dataset, "task": "binary-class",
-        "model": model, "scheme": "scratch", "epochs": 3, "seed": seed, "precision": "32-true",
-        "spec": {"input_size": [size, size]}, "test": {"auc": auc, "acc": acc},
+        "run_id": run_id,
+        "status": status,
+        "dataset": dataset,
+        "task": "binary-class",
+        "model": model,
+        "scheme": "scratch",
+        "epochs": 3,
+        "seed": seed,
+        "precision": "32-true",
+        "spec": {"input_size": [size, size]},
+        "test": {"auc": auc, "acc": acc},
         "cost": {"params_total": 2_000_000, "gmacs": 0.5, "train_time_s": 10.0},
         "env": {"torch": "2.x", "device": "cpu", "git_sha": "abc"},
     }
     (d / "record.json").write_text(json.dumps(rec))
     if preds is not None:
         y, p = preds
-        pd.DataFrame({"index": np.arange(len(y)), "target": y, "score_0": 1 - p,
-                      "score_1": p}).to_csv(d / "predictions_test.csv", index=False)
+        pd.DataFrame(
+            {"index": np.arange(len(y)), "target": y, "score_0": 1 - p, "score_1": p}
+        ).to_csv(d / "predictions_test.csv", index=False)
     return rec
 
 
@@ -80,11 +99,13 @@ def test_paired_bootstrap_detects_a_better_model():
     good = 1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(0, 1, 400))))
     bad = 1 / (1 + np.exp(-(0.2 * (2 * y - 1) + rng.normal(0, 1, 400))))
     fn = metric_fn("binary-class", "auc")
-    diff, p = paired_bootstrap([(y, np.stack([1 - good, good], 1))],
-                               [(y, np.stack([1 - bad, bad], 1))], fn, n_boot=500)
+    diff, p = paired_bootstrap(
+        [(y, np.stack([1 - good, good], 1))], [(y, np.stack([1 - bad, bad], 1))], fn, n_boot=500
+    )
     assert diff > 0.2 and p < 0.01
-    same, p_same = paired_bootstrap([(y, np.stack([1 - good, good], 1))],
-                                    [(y, np.stack([1 - good, good], 1))], fn, n_boot=200)
+    same, p_same = paired_bootstrap(
+        [(y, np.stack([1 - good, good], 1))], [(y, np.stack([1 - good, good], 1))], fn, n_boot=200
+    )
     assert same == 0 and p_same == 1.0
 
 
@@ -94,13 +115,19 @@ def test_ranks_share_when_cis_overlap_and_compare_cli(tmp_path):
         for model, sig in (("strong", 2.0), ("strong2", 1.95), ("weak", 0.3)):
             y, sc = _preds(300, sig, 10 * s + len(model))
             _fake_run(tmp_path, f"{model}-{s}", model, s, fn(y, sc), 0.5, preds=(y, sc[:, 1]))
-    board = rank(aggregate(records_frame(RunStore(tmp_path).iter_records()[0]),
-                           ci_metrics=["auc"], n_boot=200)).set_index("model")
+    board = rank(
+        aggregate(
+            records_frame(RunStore(tmp_path).iter_records()[0]), ci_metrics=["auc"], n_boot=200
+        )
+    ).set_index("model")
     assert board.loc["strong", "rank"] == board.loc["strong2", "rank"] == 1
     assert board.loc["weak", "rank"] == 3
     for m in board.index:
-        assert board.loc[m, "test_auc_ci95_lo"] <= board.loc[m, "test_auc_mean"] <= board.loc[
-            m, "test_auc_ci95_hi"]
+        assert (
+            board.loc[m, "test_auc_ci95_lo"]
+            <= board.loc[m, "test_auc_mean"]
+            <= board.loc[m, "test_auc_ci95_hi"]
+        )
 
 
 def test_compare_reports_paired_bootstrap_and_wilcoxon(tmp_path):
@@ -112,17 +139,23 @@ def test_compare_reports_paired_bootstrap_and_wilcoxon(tmp_path):
             p = 1 / (1 + np.exp(-(sig * (2 * y - 1) + rng.normal(0, 1, 300))))
             sc = np.stack([1 - p, p], 1)
             _fake_run(tmp_path, f"{model}-{s}", model, s, fn(y, sc), 0.5, preds=(y, p))
-    text = compare(records_frame(RunStore(tmp_path).iter_records()[0]), "strong", "weak", None,
-                   "auc", 300, 0)
+    text = compare(
+        records_frame(RunStore(tmp_path).iter_records()[0]), "strong", "weak", None, "auc", 300, 0
+    )
     assert "paired bootstrap over 300 test samples" in text and "p = 0.0033" in text
     assert "Wilcoxon signed-rank over 3 seeds" in text
 
 
 def test_rank_ties_by_ci_overlap():
-    board = pd.DataFrame({
-        "dataset": ["d"] * 3, "model": ["a", "b", "c"], "test_auc_mean": [0.90, 0.89, 0.70],
-        "test_auc_ci95_lo": [0.86, 0.85, 0.65], "test_auc_ci95_hi": [0.94, 0.93, 0.75],
-    })
+    board = pd.DataFrame(
+        {
+            "dataset": ["d"] * 3,
+            "model": ["a", "b", "c"],
+            "test_auc_mean": [0.90, 0.89, 0.70],
+            "test_auc_ci95_lo": [0.86, 0.85, 0.65],
+            "test_auc_ci95_hi": [0.94, 0.93, 0.75],
+        }
+    )
     ranked = rank(board).set_index("model")["rank"].to_dict()
     assert ranked == {"a": 1, "b": 1, "c": 3}
 
@@ -133,7 +166,9 @@ def test_unreadable_record_is_reported_not_fatal(tmp_path, capsys):
     (tmp_path / "runs" / "broken" / "record.json").write_text('{"run_id": "x", "stat')
     board, problems = build(str(tmp_path / "runs"), n_boot=0)
     assert len(board) == 1 and len(problems) == 1 and "broken" in problems[0]
-    rc = main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"), "--n-boot", "0"])
+    rc = main(
+        ["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"), "--n-boot", "0"]
+    )
     out = capsys.readouterr()
     assert rc == 0 and "skipped unreadable record" in out.err
     csv = (tmp_path / "lb" / "leaderboard.csv").read_text()

@@ -9,7 +9,8 @@ MEDMNIST_TASK = {"multi-label": "multi-label, binary-class"}
 
 
 @pytest.mark.parametrize(
-    "task,k", [("binary-class", 2), ("multi-class", 7), ("ordinal-regression", 5), ("multi-label", 14)]
+    "task,k",
+    [("binary-class", 2), ("multi-class", 7), ("ordinal-regression", 5), ("multi-label", 14)],
 )
 @pytest.mark.parametrize("seed", [0, 1])
 def test_auc_acc_equal_medmnist_evaluator(task, k, seed):

@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 
@@ -5,7 +7,6 @@ from bench.errors import ConfigError, ModelDataMismatchError, UnknownOptionError
 from bench.models import available_models, build_model, get_entry
 from bench.spec import DataSpec
 from bench.tasks import build_task
-from functools import partial
 
 SPECS = {
     "2d28g": DataSpec("g28", "multi-class", 2, 1, 3, (28, 28)),
@@ -23,8 +24,11 @@ def _cases():
     for name in available_models():
         e = get_entry(name)
         keys = [
-            k for k, s in SPECS.items()
-            if s.kind in e.kinds and s.spatial_dims in e.dims and min(s.input_size) >= e.min_input_size
+            k
+            for k, s in SPECS.items()
+            if s.kind in e.kinds
+            and s.spatial_dims in e.dims
+            and min(s.input_size) >= e.min_input_size
         ]
         for key in keys[:1] if name in HEAVY else keys:
             yield pytest.param(name, key, id=f"{name}-{key}")
@@ -44,7 +48,11 @@ def test_forward_and_one_training_step(name, key):
     else:
         y = torch.tensor([0, 1])
     out = task(x)
-    expected = (2, spec.num_outputs, *spec.input_size) if spec.kind == "segmentation" else (2, spec.num_outputs)
+    expected = (
+        (2, spec.num_outputs, *spec.input_size)
+        if spec.kind == "segmentation"
+        else (2, spec.num_outputs)
+    )
     assert out.shape == expected
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loss = task.loss(out, y)
@@ -54,8 +62,18 @@ def test_forward_and_one_training_step(name, key):
 
 
 def test_every_design_card_model_is_registered():
-    for n in ("bccnn", "resnet18", "resnet50", "xception", "mobilenet", "inception_v3", "vgg16",
-              "cnn3d", "unet", "timm"):
+    for n in (
+        "bccnn",
+        "resnet18",
+        "resnet50",
+        "xception",
+        "mobilenet",
+        "inception_v3",
+        "vgg16",
+        "cnn3d",
+        "unet",
+        "timm",
+    ):
         assert n in available_models()
 
 
@@ -63,8 +81,13 @@ def test_small_input_stem_and_variants():
     spec = SPECS["2d28g"]
     m = build_model("resnet18", spec, small_input_stem=True)
     assert m.conv1.stride == (1, 1) and isinstance(m.maxpool, torch.nn.Identity)
-    assert build_model("mobilenet", spec, variant="mobilenetv3_small_100")(torch.randn(2, 1, 28, 28)).shape == (2, 3)
-    assert build_model("efficientnet_b0", spec, source="timm")(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+    assert build_model("mobilenet", spec, variant="mobilenetv3_small_100")(
+        torch.randn(2, 1, 28, 28)
+    ).shape == (2, 3)
+    assert build_model("efficientnet_b0", spec, source="timm")(torch.randn(2, 1, 28, 28)).shape == (
+        2,
+        3,
+    )
 
 
 @pytest.mark.parametrize(

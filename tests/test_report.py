@@ -12,6 +12,7 @@ import torch
 from bench.explain import explain_run, gradcam_maps
 from bench.report import build_report, pareto_front
 from bench.train import train
+
 from conftest import FAST
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -21,20 +22,29 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def sweep_store(tmp_path_factory):
     """Two models x two seeds on synthetic data, trained in-process."""
-    from conftest import CONF  # noqa: F401
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
+
+    from conftest import CONF  # noqa: F401
 
     root = tmp_path_factory.mktemp("sweep")
     for model, extra in (("bccnn", ["model.batch_norm=true"]), ("resnet18", [])):
         for seed in (0, 1):
             GlobalHydra.instance().clear()
             with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-                cfg = compose("train", overrides=[f"model={model}", f"seed={seed}", *FAST,
-                                                  "trainer.max_epochs=2", *extra],
-                              return_hydra_config=True)
+                cfg = compose(
+                    "train",
+                    overrides=[
+                        f"model={model}",
+                        f"seed={seed}",
+                        *FAST,
+                        "trainer.max_epochs=2",
+                        *extra,
+                    ],
+                    return_hydra_config=True,
+                )
             HydraConfig.instance().set_config(cfg)
             with open_dict(cfg):
                 cfg.paths.runs_dir = str(root / "runs")
@@ -78,28 +88,52 @@ def test_report_renders_in_headless_chromium(sweep_store, tmp_path):
     assert len(records) == 4
     if CHROMIUM is None:
         pytest.skip("chromium not installed (apt-get install chromium; .ci/run does it)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([CHROMIUM, *flags, "--enable-logging=stderr", "--v=0", "--dump-dom",
-                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "<table" in dom.stdout
     # the leaderboard section lists both models; the run table has 4 done rows
     assert dom.stdout.count('<tr class="done">') == 4
     assert "bccnn" in dom.stdout and "resnet18" in dom.stdout
-    console_errors = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln and "ERROR" in ln.upper()]
+    console_errors = [
+        ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln and "ERROR" in ln.upper()
+    ]
     assert not console_errors, console_errors
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1400,2400",
-                    page.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 20000
     # the images decode (rendered, not broken): chromium reports naturalWidth via a JS probe
     probe = tmp_path / "probe.html"
-    probe.write_text(text.replace(
-        "</body>",
-        "<script>window.onload=()=>{const b=[...document.images].filter(i=>!i.naturalWidth);"
-        "document.title='broken:'+b.length;}</script></body>"))
-    dom2 = subprocess.run([CHROMIUM, *flags, "--dump-dom", "--virtual-time-budget=5000",
-                           probe.as_uri()], capture_output=True, text=True, timeout=120)
+    probe.write_text(
+        text.replace(
+            "</body>",
+            "<script>window.onload=()=>{const b=[...document.images].filter(i=>!i.naturalWidth);"
+            "document.title='broken:'+b.length;}</script></body>",
+        )
+    )
+    dom2 = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "<title>broken:0</title>" in dom2.stdout

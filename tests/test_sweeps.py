@@ -13,9 +13,16 @@ import pytest
 from conftest import BIN, run_cli
 
 TINY = [
-    "model=bccnn", "model.width=4", "model.hidden=[16]", "logger=none",
-    "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-    "data.n_train=64", "data.n_val=32", "data.n_test=32", "data.batch_size=16",
+    "model=bccnn",
+    "model.width=4",
+    "model.hidden=[16]",
+    "logger=none",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "data.n_train=64",
+    "data.n_val=32",
+    "data.n_test=32",
+    "data.batch_size=16",
 ]
 
 
@@ -41,8 +48,9 @@ def test_grid_rerun_skips_and_failures_are_isolated(tmp_path):
     assert second.stdout.count("already done") + second.stderr.count("already done") == 4
     assert {k: r["finished_at"] for k, r in records(tmp_path / "runs").items()} == stamps
 
-    failing = run_cli(["bench-train", "-m", *with_(TINY, model__name="bccnn,does_not_exist"),
-                       "seed=5"], tmp_path)
+    failing = run_cli(
+        ["bench-train", "-m", *with_(TINY, model__name="bccnn,does_not_exist"), "seed=5"], tmp_path
+    )
     assert failing.returncode == 1, failing.stderr[-2000:]
     assert "2 jobs, 1 done, 1 failed" in failing.stderr
     by_status = {}
@@ -56,11 +64,21 @@ def test_grid_rerun_skips_and_failures_are_isolated(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_restart_matches_uninterrupted(tmp_path):
     args = ["bench-train", "-m", *with_(TINY, trainer__max_epochs=2), "model.width=4,5,6,7"]
-    env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
-           "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"), "MEDBENCH_LOG_DIR": str(tmp_path / "out")}
-    proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
+        "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"),
+        "MEDBENCH_LOG_DIR": str(tmp_path / "out"),
+    }
+    proc = subprocess.Popen(
+        [str(BIN / args[0]), *args[1:]],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         done = [r for r in records(tmp_path / "runs").values() if r["status"] == "done"]
@@ -89,13 +107,25 @@ def test_sigkill_mid_sweep_then_restart_matches_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_two_sweeps_on_one_store_at_once(tmp_path):
     args = ["bench-train", "-m", *TINY, "model.width=4,5,6,7"]
-    env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
-           "MEDBENCH_RUNS_DIR": str(tmp_path / "runs")}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
+        "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"),
+    }
     procs = []
     for i in range(2):
         env_i = {**env, "MEDBENCH_LOG_DIR": str(tmp_path / f"out{i}")}
-        procs.append(subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env_i,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / args[0]), *args[1:]],
+                cwd=tmp_path,
+                env=env_i,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     recs = records(tmp_path / "runs")
@@ -117,12 +147,22 @@ def test_submitit_local_launcher(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_path):
     # epochs of ~1-2 s: long enough to interrupt after the first, short enough to finish later
-    args = ["bench-train", *with_(TINY, trainer__max_epochs=6, data__n_train=768,
-                                  model__width=32)]
-    env = {**os.environ, "WANDB_MODE": "disabled", "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
-           "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"), "MEDBENCH_LOG_DIR": str(tmp_path / "out")}
-    proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = ["bench-train", *with_(TINY, trainer__max_epochs=6, data__n_train=768, model__width=32)]
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
+        "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"),
+        "MEDBENCH_LOG_DIR": str(tmp_path / "out"),
+    }
+    proc = subprocess.Popen(
+        [str(BIN / args[0]), *args[1:]],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "runs").glob("*/checkpoints/last.ckpt")):
         time.sleep(0.05)

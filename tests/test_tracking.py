@@ -21,8 +21,14 @@ def _all_text(root: Path) -> str:
 
 @pytest.mark.slow
 def test_offline_wandb_one_run_per_job_and_no_secret_leaks(tmp_path):
-    args = ["bench-train", "-m", *[a for a in TINY if a != "logger=none"], "logger=wandb",
-            "seed=0,1", "+note=uses_${oc.env:MY_SERVICE_TOKEN}"]
+    args = [
+        "bench-train",
+        "-m",
+        *[a for a in TINY if a != "logger=none"],
+        "logger=wandb",
+        "seed=0,1",
+        "+note=uses_${oc.env:MY_SERVICE_TOKEN}",
+    ]
     env = {"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY, "MY_SERVICE_TOKEN": FAKE_TOKEN}
     proc = run_cli(args, tmp_path, env=env, check=True)
     runs = sorted((tmp_path / "outputs").rglob("offline-run-*"))

@@ -8,11 +8,27 @@ from bench.cli import config_groups
 from bench.leaderboard import build
 from bench.records import RunStore
 from bench.train import train
+
 from conftest import CONF, FAST, PNEUMONIA, needs_pneumonia, run_cli
 
 RECORD_FIELDS = {
-    "schema_version", "run_id", "status", "error", "created_at", "finished_at", "dataset",
-    "model", "scheme", "seed", "epochs", "config", "env", "spec", "cost", "val", "test",
+    "schema_version",
+    "run_id",
+    "status",
+    "error",
+    "created_at",
+    "finished_at",
+    "dataset",
+    "model",
+    "scheme",
+    "seed",
+    "epochs",
+    "config",
+    "env",
+    "spec",
+    "cost",
+    "val",
+    "test",
     "best_epoch",
 }
 
@@ -81,7 +97,9 @@ def test_nonfinite_loss_fails_the_run_with_the_step(make_cfg):
 
 
 def test_missing_npz_is_a_one_line_error(tmp_path):
-    proc = run_cli(["bench-train", "data=breastmnist", "data.download=false", "logger=none"], tmp_path)
+    proc = run_cli(
+        ["bench-train", "data=breastmnist", "data.download=false", "logger=none"], tmp_path
+    )
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()[-1]
     assert "DatasetNotFoundError: breastmnist.npz not found in" in err and "copy the file" in err
@@ -91,15 +109,22 @@ def test_missing_npz_is_a_one_line_error(tmp_path):
 @pytest.mark.slow
 @needs_pneumonia()
 def test_real_pneumoniamnist_training_beats_chance(make_cfg):
-    cfg = make_cfg([
-        "data=pneumoniamnist", f"data.root={PNEUMONIA.parent}", "data.download=false",
-        "model=bccnn", "model.batch_norm=true", "logger=none", "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false",
-    ])
+    cfg = make_cfg(
+        [
+            "data=pneumoniamnist",
+            f"data.root={PNEUMONIA.parent}",
+            "data.download=false",
+            "model=bccnn",
+            "model.batch_norm=true",
+            "logger=none",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
     record = train(cfg)
     assert record["status"] == "done", record.get("error")
     assert record["test"]["auc"] > 0.85, record["test"]
     assert record["spec"]["name"] == "pneumoniamnist"
-    preds = (RunStore(cfg.paths.runs_dir).run_dir(record["run_id"]) / "predictions_test.csv")
+    preds = RunStore(cfg.paths.runs_dir).run_dir(record["run_id"]) / "predictions_test.csv"
     assert sum(1 for _ in preds.open()) == 624 + 1
     assert json.loads((preds.parent / "record.json").read_text())["status"] == "done"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.models import bccnn, cnn3d, timm_models, unet  # noqa: F401 - register models
 from bench.models.registry import (
     ModelEntry,
@@ -17,7 +18,6 @@ from bench.models.registry import (
     register_model,
 )
 from bench.models.transfer import freeze_backbone, load_weights
-from bench.errors import ConfigError
 from bench.spec import DataSpec
 
 __all__ = ["ModelEntry", "available_models", "build_model", "get_entry", "register_model"]

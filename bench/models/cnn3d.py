@@ -12,8 +12,14 @@ from bench.spec import DataSpec
 class CNN3D(nn.Module):
     """Conv3d-BN-ReLU-MaxPool blocks with doubling width, global average pool, dropout, linear."""
 
-    def __init__(self, in_channels: int, num_classes: int, depth: int = 3, width: int = 32,
-                 dropout: float = 0.3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        depth: int = 3,
+        width: int = 32,
+        dropout: float = 0.3,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_channels
@@ -53,8 +59,9 @@ class ResNet3D18(nn.Module):
         super().__init__()
         net = r3d_18(weights=None)
         stem = net.stem[0]
-        net.stem[0] = nn.Conv3d(in_channels, stem.out_channels, stem.kernel_size, stem.stride,
-                                stem.padding, bias=False)
+        net.stem[0] = nn.Conv3d(
+            in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False
+        )
         net.fc = nn.Linear(net.fc.in_features, num_classes)
         self.net = net
 
@@ -65,7 +72,11 @@ class ResNet3D18(nn.Module):
         return self.net(x)
 
 
-@register_model("resnet18_3d", dims=(3,), source="torchvision",
-                notes="torchvision r3d_18, peer of MedMNIST's 3D ResNets")
+@register_model(
+    "resnet18_3d",
+    dims=(3,),
+    source="torchvision",
+    notes="torchvision r3d_18, peer of MedMNIST's 3D ResNets",
+)
 def resnet18_3d(spec: DataSpec, **_) -> ResNet3D18:
     return ResNet3D18(spec.in_channels, spec.num_outputs)

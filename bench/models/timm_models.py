@@ -48,8 +48,13 @@ def swap_small_input_stem(model: nn.Module, in_channels: int) -> nn.Module:
 
 
 def _resnet(name: str):
-    def build(spec: DataSpec, pretrained: bool = False, small_input_stem: bool = False,
-              drop_rate: float = 0.0, **_) -> nn.Module:
+    def build(
+        spec: DataSpec,
+        pretrained: bool = False,
+        small_input_stem: bool = False,
+        drop_rate: float = 0.0,
+        **_,
+    ) -> nn.Module:
         model = create_timm(name, spec, pretrained, drop_rate=drop_rate)
         return swap_small_input_stem(model, spec.in_channels) if small_input_stem else model
 
@@ -65,14 +70,24 @@ register_model("resnet50", source="timm", notes="timm resnet50; small_input_stem
 
 
 @register_model("xception", source="timm", notes="timm legacy_xception (xception41/65 by variant)")
-def xception(spec: DataSpec, variant: str = "legacy_xception", pretrained: bool = False,
-             drop_rate: float = 0.0, **_) -> nn.Module:
+def xception(
+    spec: DataSpec,
+    variant: str = "legacy_xception",
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+    **_,
+) -> nn.Module:
     return create_timm(variant, spec, pretrained, drop_rate=drop_rate)
 
 
 @register_model("mobilenet", source="timm", notes="MobileNetV2 (v3 small/large by variant)")
-def mobilenet(spec: DataSpec, variant: str = "mobilenetv2_100", pretrained: bool = False,
-              drop_rate: float = 0.0, **_) -> nn.Module:
+def mobilenet(
+    spec: DataSpec,
+    variant: str = "mobilenetv2_100",
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+    **_,
+) -> nn.Module:
     return create_timm(variant, spec, pretrained, drop_rate=drop_rate)
 
 
@@ -87,6 +102,7 @@ def vgg16(spec: DataSpec, pretrained: bool = False, drop_rate: float = 0.0, **_)
 
 
 @register_model("timm", source="timm", notes="any timm model: model=timm model.name=<timm name>")
-def any_timm(spec: DataSpec, variant: str = "resnet34", pretrained: bool = False,
-             drop_rate: float = 0.0, **_) -> nn.Module:
+def any_timm(
+    spec: DataSpec, variant: str = "resnet34", pretrained: bool = False, drop_rate: float = 0.0, **_
+) -> nn.Module:
     return create_timm(variant, spec, pretrained, drop_rate=drop_rate)

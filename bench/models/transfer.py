@@ -91,7 +91,9 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         )
     model.load_state_dict(adapted, strict=False)
     log.info(
-        "loaded %d tensors from %s%s", len(adapted), path,
+        "loaded %d tensors from %s%s",
+        len(adapted),
+        path,
         f" (new head: {len(skipped_head)} tensors re-initialised)" if skipped_head else "",
     )
 

@@ -14,8 +14,12 @@ def _block(dims: int, cin: int, cout: int) -> nn.Sequential:
     Conv = nn.Conv3d if dims == 3 else nn.Conv2d
     Norm = nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
     return nn.Sequential(
-        Conv(cin, cout, 3, padding=1, bias=False), Norm(cout), nn.ReLU(inplace=True),
-        Conv(cout, cout, 3, padding=1, bias=False), Norm(cout), nn.ReLU(inplace=True),
+        Conv(cin, cout, 3, padding=1, bias=False),
+        Norm(cout),
+        nn.ReLU(inplace=True),
+        Conv(cout, cout, 3, padding=1, bias=False),
+        Norm(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -26,8 +30,14 @@ class UNet(nn.Module):
     so any size works.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, dims: int = 2, depth: int = 4,
-                 base_width: int = 32) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        dims: int = 2,
+        depth: int = 4,
+        base_width: int = 32,
+    ) -> None:
         super().__init__()
         self.dims, self.depth = dims, depth
         ConvT = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d
@@ -38,7 +48,9 @@ class UNet(nn.Module):
             [_block(dims, in_channels, widths[0])]
             + [_block(dims, widths[i], widths[i + 1]) for i in range(depth)]
         )
-        self.up = nn.ModuleList([ConvT(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)])
+        self.up = nn.ModuleList(
+            [ConvT(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)]
+        )
         self.dec = nn.ModuleList([_block(dims, widths[i] * 2, widths[i]) for i in range(depth)])
         self.head = Conv(widths[0], num_classes, 1)
 

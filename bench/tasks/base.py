@@ -59,8 +59,10 @@ class BaseTask(L.LightningModule):
             head_ids = {id(p) for p in self.model.get_submodule(head).parameters()}
             base_lr = self.optimizer_factory.keywords.get("lr", 1e-3)
             params = [
-                {"params": [p for p in params if id(p) not in head_ids],
-                 "lr": base_lr * self.backbone_lr_mult},
+                {
+                    "params": [p for p in params if id(p) not in head_ids],
+                    "lr": base_lr * self.backbone_lr_mult,
+                },
                 {"params": [p for p in params if id(p) in head_ids]},
             ]
         optimizer = self.optimizer_factory(params)
@@ -68,7 +70,10 @@ class BaseTask(L.LightningModule):
             return optimizer
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs > 0 else 1
         scheduler = self.scheduler_factory(optimizer, max_epochs=max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
     def on_train_epoch_start(self) -> None:
         # frozen layers keep their BatchNorm statistics (a true linear probe)
@@ -89,8 +94,9 @@ class BaseTask(L.LightningModule):
         x, y, _ = batch
         loss = self.loss(self(x), y)
         self.guard_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=x.shape[0])
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0]
+        )
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -98,8 +104,14 @@ class BaseTask(L.LightningModule):
         x, y, idx = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0],
-                 sync_dist=True)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=True,
+        )
         self._buffers.setdefault(stage, []).append(self.eval_outputs(logits.float(), y, idx))
 
     def validation_step(self, batch, batch_idx):

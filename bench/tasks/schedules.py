@@ -9,7 +9,9 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
 
 
 def multistep_at_fractions(
-    optimizer: Optimizer, max_epochs: int, fractions: Sequence[float] = (0.5, 0.75),
+    optimizer: Optimizer,
+    max_epochs: int,
+    fractions: Sequence[float] = (0.5, 0.75),
     gamma: float = 0.1,
 ) -> LRScheduler:
     """MedMNIST's recipe: multiply the LR by ``gamma`` at 50% and 75% of the epochs."""
