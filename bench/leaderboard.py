@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -375,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [m for m in ci if m not in CLASSIFICATION_METRICS]
         if unknown:
             raise ConfigError(f"--ci-metrics: unknown {unknown}; valid: {CLASSIFICATION_METRICS}")
+        if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+            raise ConfigError(
+                f"--name {args.name!r} must be a plain folder name (letters, digits, _ . -); "
+                "use --out for another location"
+            )
         if args.compare:
             records, _ = RunStore(args.runs_dir).iter_records()
             print(

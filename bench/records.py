@@ -174,6 +174,8 @@ class RunStore:
         self.root = Path(root).expanduser()
 
     def run_dir(self, run_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id) or run_id in (".", ".."):
+            raise ValueError(f"invalid run id {run_id!r}")  # never a path outside the store
         return self.root / run_id
 
     def record_path(self, run_id: str) -> Path:

@@ -175,3 +175,15 @@ def test_unreadable_record_is_reported_not_fatal(tmp_path, capsys):
     assert "bccnn" in csv and "," in csv and "2,000" not in csv
     assert (tmp_path / "lb" / "leaderboard.md").exists()
     assert (tmp_path / "lb" / "by_dataset" / "pneumoniamnist.csv").exists()
+
+
+def test_wandb_aggregate_run_offline_and_name_checked(tmp_path, monkeypatch, capsys):
+    _fake_run(tmp_path / "runs", "ok", "bccnn", 0, 0.9, 0.8)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    rc = main(["--runs-dir", "runs", "--out", "lb", "--n-boot", "0", "--wandb"])
+    assert rc == 0
+    assert len(list(tmp_path.rglob("offline-run-*"))) == 1
+    assert list(tmp_path.rglob("media/table/leaderboard*.table.json"))
+    assert main(["--runs-dir", "runs", "--name", "../escape", "--n-boot", "0"]) == 2
+    assert "plain folder name" in capsys.readouterr().err

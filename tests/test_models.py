@@ -15,6 +15,7 @@ SPECS = {
     "2d96": DataSpec("g96", "multi-label", 2, 1, 4, (96, 96)),
     "3d28": DataSpec("v28", "multi-class", 3, 1, 3, (28, 28, 28)),
     "seg64": DataSpec("s64", "segmentation", 2, 1, 3, (64, 64)),
+    "seg3d": DataSpec("s3", "segmentation", 3, 1, 2, (20, 20, 20)),
 }
 HEAVY = {"resnet18_3d", "xception", "inception_v3", "vgg16"}
 

@@ -77,6 +77,14 @@ def test_fast_train_writes_record_and_leaderboard_reads_it(make_cfg, tmp_path):
     assert again["status"] == "skipped"
 
 
+def test_fast_dev_run_and_force(make_cfg):
+    cfg = make_cfg(["model=bccnn", *FAST, "+trainer.fast_dev_run=true"])
+    assert train(cfg)["status"] == "done"
+    cfg = make_cfg(["model=bccnn", *FAST, "+trainer.fast_dev_run=true", "+force=true"])
+    rec = train(cfg)
+    assert rec["status"] == "done" and rec.get("attempt") == 2  # reran instead of skipping
+
+
 def test_run_id_ignores_paths_and_logging(make_cfg):
     from omegaconf import OmegaConf
 
@@ -128,3 +136,32 @@ def test_real_pneumoniamnist_training_beats_chance(make_cfg):
     preds = RunStore(cfg.paths.runs_dir).run_dir(record["run_id"]) / "predictions_test.csv"
     assert sum(1 for _ in preds.open()) == 624 + 1
     assert json.loads((preds.parent / "record.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path):
+    proc = run_cli(
+        [
+            "bench-train",
+            "model=bccnn",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "data.n_train=128",
+            "data.n_val=64",
+            "data.n_test=64",
+            "logger=none",
+        ],
+        tmp_path,
+        check=True,
+    )
+    recs = list((tmp_path / "runs").glob("*/record.json"))
+    assert len(recs) == 1, proc.stderr[-2000:]
+    rec = json.loads(recs[0].read_text())
+    assert rec["status"] == "done"
+    # validation/test predictions were gathered from both ranks: every sample once
+    preds = (recs[0].parent / "predictions_test.csv").read_text().splitlines()
+    assert len(preds) == 64 + 1

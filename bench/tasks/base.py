@@ -31,6 +31,7 @@ class BaseTask(L.LightningModule):
         scheduler: Callable | None = None,
         backbone_lr_mult: float = 1.0,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -41,6 +42,8 @@ class BaseTask(L.LightningModule):
         if channels_last and spec.spatial_dims == 2:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.channels_last = channels_last and spec.spatial_dims == 2
+        # compiled forward, same parameters: checkpoints keep the plain module's keys
+        self._forward = torch.compile(self.model) if compile else self.model
         self._buffers: dict[str, list] = {}
         self.predictions: dict[str, dict[str, torch.Tensor]] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}
@@ -49,7 +52,7 @@ class BaseTask(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return self._forward(x)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -132,7 +135,10 @@ class BaseTask(L.LightningModule):
         if not outputs:
             return
         metrics = self.compute_metrics(outputs)
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
+        # every rank scored the same gathered outputs; syncing only keeps Lightning content
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=self.trainer.world_size > 1
+        )
         if not self.trainer.sanity_checking:
             self.predictions[stage] = outputs
             self.last_metrics[stage] = metrics
