@@ -1,0 +1,82 @@
+"""Whole-batch access to in-memory tensors: one indexing op per batch, no per-item Python."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+class TensorBatchDataset(Dataset):
+    """Images and targets indexed by a whole batch of indices at once.
+
+    Arrays may be torch tensors (in RAM or already on the GPU) or numpy memmaps (large files);
+    batches are returned as uint8 images and int64/float32 targets, unnormalised.
+    """
+
+    def __init__(self, images, targets) -> None:
+        self.images = images
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @staticmethod
+    def _take(arr, idx: torch.Tensor) -> torch.Tensor:
+        if isinstance(arr, torch.Tensor):
+            return arr[idx.to(arr.device)]
+        return torch.from_numpy(np.ascontiguousarray(arr[idx.numpy()]))
+
+    def __getitem__(self, idx: torch.Tensor):
+        return self._take(self.images, idx), self._take(self.targets, idx), idx
+
+
+class BatchIndexSampler(Sampler):
+    """Yields index tensors, one per batch, from a seeded permutation per epoch.
+
+    The permutation depends only on ``(seed, epoch)``, so a run resumed from an epoch checkpoint
+    sees the same order an uninterrupted run would. With ``world_size > 1`` each rank takes its
+    strided share of every permutation (DDP without Lightning's sampler replacement).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        # training ranks get equal shares (DDP needs the same step count); eval ranks all samples
+        per_rank = n // world_size if shuffle else len(range(rank, n, world_size))
+        # a short last batch (possibly a lone sample, which breaks BatchNorm) is dropped in
+        # training, unless the split holds less than one batch
+        self.drop_last = drop_last and per_rank >= batch_size
+        self.per_rank = per_rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.per_rank // self.batch_size
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        order = order[self.rank :: self.world_size][: self.per_rank]
+        batches = order.split(self.batch_size)
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches = batches[:-1]
+        yield from batches
