@@ -63,11 +63,9 @@ def make_cfg(tmp_path):
     GlobalHydra.instance().clear()
 
 
-def run_cli(
-    args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600, check: bool = False
-) -> subprocess.CompletedProcess:
-    """Run a console script of this venv in ``cwd`` (data/runs/outputs land there)."""
-    full_env = {
+def cli_env(cwd: Path, env: dict | None = None) -> dict:
+    """Environment for a CLI run in ``cwd``: data, run store and logs under it, W&B disabled."""
+    return {
         **os.environ,
         "WANDB_MODE": "disabled",
         "MEDBENCH_DATA_DIR": str(cwd / "data"),
@@ -75,10 +73,23 @@ def run_cli(
         "MEDBENCH_LOG_DIR": str(cwd / "outputs"),
         **(env or {}),
     }
+
+
+def start_cli(args: list[str], cwd: Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    """Start a console script of this venv in the background (see :func:`cli_env`)."""
+    return subprocess.Popen(
+        [str(BIN / args[0]), *args[1:]], cwd=cwd, env=cli_env(cwd, env), **popen
+    )
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600, check: bool = False
+) -> subprocess.CompletedProcess:
+    """Run a console script of this venv in ``cwd`` and wait for it."""
     proc = subprocess.run(
         [str(BIN / args[0]), *args[1:]],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(cwd, env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, run_cli
+from conftest import run_cli, start_cli
 
 TINY = [
     "model=bccnn",
@@ -64,17 +64,9 @@ def test_grid_rerun_skips_and_failures_are_isolated(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_restart_matches_uninterrupted(tmp_path):
     args = ["bench-train", "-m", *with_(TINY, trainer__max_epochs=2), "model.width=4,5,6,7"]
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
-        "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"),
-        "MEDBENCH_LOG_DIR": str(tmp_path / "out"),
-    }
-    proc = subprocess.Popen(
-        [str(BIN / args[0]), *args[1:]],
-        cwd=tmp_path,
-        env=env,
+    proc = start_cli(
+        args,
+        tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -107,25 +99,17 @@ def test_sigkill_mid_sweep_then_restart_matches_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_two_sweeps_on_one_store_at_once(tmp_path):
     args = ["bench-train", "-m", *TINY, "model.width=4,5,6,7"]
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
-        "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"),
-    }
-    procs = []
-    for i in range(2):
-        env_i = {**env, "MEDBENCH_LOG_DIR": str(tmp_path / f"out{i}")}
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / args[0]), *args[1:]],
-                cwd=tmp_path,
-                env=env_i,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+    procs = [
+        start_cli(
+            args,
+            tmp_path,
+            env={"MEDBENCH_LOG_DIR": str(tmp_path / f"out{i}")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     recs = records(tmp_path / "runs")
@@ -148,17 +132,9 @@ def test_submitit_local_launcher(tmp_path):
 def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_path):
     # epochs of ~1-2 s: long enough to interrupt after the first, short enough to finish later
     args = ["bench-train", *with_(TINY, trainer__max_epochs=6, data__n_train=768, model__width=32)]
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "MEDBENCH_DATA_DIR": str(tmp_path / "data"),
-        "MEDBENCH_RUNS_DIR": str(tmp_path / "runs"),
-        "MEDBENCH_LOG_DIR": str(tmp_path / "out"),
-    }
-    proc = subprocess.Popen(
-        [str(BIN / args[0]), *args[1:]],
-        cwd=tmp_path,
-        env=env,
+    proc = start_cli(
+        args,
+        tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
