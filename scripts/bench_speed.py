@@ -308,6 +308,13 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=list(PRECISIONS),
+        help="harness/raw precisions: 32 and/or bf16_cl (bf16 autocast + "
+        "channels_last; only pays on CPUs with native bf16 and on GPUs)",
+    )
+    p.add_argument(
         "--train-limit",
         type=int,
         default=None,
