@@ -77,7 +77,10 @@ def augment_batch(
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if mask is not None:
             m = F.grid_sample(
-                mask.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",
+                mask.unsqueeze(1).float(),
+                grid,
+                mode="nearest",
+                padding_mode="border",
                 align_corners=False,
             )
             mask = m.squeeze(1).round().long()

@@ -40,7 +40,7 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     quota = np.maximum(quota, np.minimum(1, counts))
     picked = [
         rng.choice(np.flatnonzero(labels == c), min(q, cnt), replace=False)
-        for c, q, cnt in zip(classes, quota, counts)
+        for c, q, cnt in zip(classes, quota, counts, strict=True)
     ]
     idx = np.concatenate(picked)
     if len(idx) > n:  # keeping rare classes present can overshoot by a few
@@ -112,9 +112,7 @@ class InMemoryDataModule(L.LightningDataModule):
         channels = 3 if self.as_rgb else base.in_channels
         if self.as_rgb and base.in_channels not in (1, 3):
             raise ConfigError(f"data.as_rgb needs 1- or 3-channel images, got {base.in_channels}")
-        size = (
-            tuple([int(self.resize)] * base.spatial_dims) if self.resize else base.input_size
-        )
+        size = tuple([int(self.resize)] * base.spatial_dims) if self.resize else base.input_size
         return dataclasses.replace(base, in_channels=channels, input_size=size)
 
     # -- Lightning hooks -----------------------------------------------------------------------
@@ -152,9 +150,12 @@ class InMemoryDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device
         if device.type == "cpu":
             return None
-        nbytes = sum(np.asarray(x).nbytes if isinstance(x, np.ndarray) else 0 for x, _ in raw.values())
+        nbytes = sum(
+            np.asarray(x).nbytes if isinstance(x, np.ndarray) else 0 for x, _ in raw.values()
+        )
         if self.device_resident == "auto" and (
-            nbytes > DEVICE_RESIDENT_MAX_BYTES or any(isinstance(x, np.memmap) for x, _ in raw.values())
+            nbytes > DEVICE_RESIDENT_MAX_BYTES
+            or any(isinstance(x, np.memmap) for x, _ in raw.values())
         ):
             return None
         log.info("moving the dataset (%.1f MB) to %s once", nbytes / 1e6, device)

@@ -109,9 +109,10 @@ class ImageFolderDataModule(InMemoryDataModule):
         for where, scan in scans.items():
             empty = [c for c, files in scan.items() if not files]
             if empty:
+                folder = self.root if where == "all" else self.root / where
                 raise DataFormatError(
-                    f"class folder {empty[0]!r} in {self.root if where == 'all' else self.root / where}"
-                    f" has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove it"
+                    f"class folder {empty[0]!r} in {folder} has no images "
+                    f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove it"
                 )
         if len(classes) < 2:
             raise DataFormatError(
@@ -126,8 +127,13 @@ class ImageFolderDataModule(InMemoryDataModule):
             self._scan()
         n = len(self._classes)
         return DataSpec(
-            self.name, "binary-class" if n == 2 else "multi-class", 2,
-            1 if self.color == "gray" else 3, n, (self.size, self.size), tuple(self._classes),
+            self.name,
+            "binary-class" if n == 2 else "multi-class",
+            2,
+            1 if self.color == "gray" else 3,
+            n,
+            (self.size, self.size),
+            tuple(self._classes),
         )
 
     # -- loading -------------------------------------------------------------------------------
@@ -147,10 +153,20 @@ class ImageFolderDataModule(InMemoryDataModule):
     def _cache_path(self, scans) -> Path:
         files = [
             (str(f.relative_to(self.root)), f.stat().st_size, int(f.stat().st_mtime))
-            for scan in scans.values() for fs in scan.values() for f in fs
+            for scan in scans.values()
+            for fs in scan.values()
+            for f in fs
         ]
-        key = json.dumps([files, self.size, self.color, self.fractions, self.split_seed,
-                          self.group_regex.pattern if self.group_regex else None])
+        key = json.dumps(
+            [
+                files,
+                self.size,
+                self.color,
+                self.fractions,
+                self.split_seed,
+                self.group_regex.pattern if self.group_regex else None,
+            ]
+        )
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return self.cache_dir / f"{self.name}-{digest}.npz"
 
@@ -177,8 +193,11 @@ class ImageFolderDataModule(InMemoryDataModule):
             assign = group_split(labels, self.groups_of(paths), self.fractions, self.split_seed)
             for s, split in enumerate(SPLITS):
                 sel = np.flatnonzero(assign == s)
-                arrays[f"{split}_images"] = np.stack([self._read(paths[i]) for i in sel]) if len(
-                    sel) else np.zeros((0, self.size, self.size), np.uint8)
+                arrays[f"{split}_images"] = (
+                    np.stack([self._read(paths[i]) for i in sel])
+                    if len(sel)
+                    else np.zeros((0, self.size, self.size), np.uint8)
+                )
                 arrays[f"{split}_labels"] = labels[sel]
                 arrays[f"{split}_groups"] = np.array([self.groups_of([paths[i]])[0] for i in sel])
         else:

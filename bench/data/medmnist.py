@@ -29,9 +29,7 @@ def medmnist_info(flag: str) -> dict:
     from medmnist import INFO
 
     if flag not in INFO:
-        raise UnknownOptionError(
-            f"unknown MedMNIST flag {flag!r}; valid flags: {', '.join(INFO)}"
-        )
+        raise UnknownOptionError(f"unknown MedMNIST flag {flag!r}; valid flags: {', '.join(INFO)}")
     return INFO[flag]
 
 
@@ -138,7 +136,9 @@ class MedMNISTDataModule(InMemoryDataModule):
         if expected and _MD5_CHECKED[key] != expected:
             log.warning(
                 "%s: MD5 %s differs from medmnist's %s (a re-saved copy?); using it as it is",
-                self.path, _MD5_CHECKED[key], expected,
+                self.path,
+                _MD5_CHECKED[key],
+                expected,
             )
 
     def load_splits(self):

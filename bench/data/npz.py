@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import logging
+import os
 import zipfile
 from pathlib import Path
 
@@ -145,7 +145,11 @@ def load_classification_npz(path: Path, spec: DataSpec, mmap_dir: Path | None = 
         labels = read_array(npz, f"{split}_labels", path)
         check_images(images, f"{split}_images", path, ndims)
         labels = check_labels(
-            labels, images.shape[0], f"{split}_labels", path, spec.num_classes,
+            labels,
+            images.shape[0],
+            f"{split}_labels",
+            path,
+            spec.num_classes,
             multi_label=spec.task == "multi-label",
         )
         images = to_channels_first(images, spec.spatial_dims)

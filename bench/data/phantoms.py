@@ -25,8 +25,12 @@ def _background(rng: np.random.Generator, n: int, size: int, dims: int) -> np.nd
         centre = rng.uniform(-1, 1, (n, dims)).astype(np.float32)
         width = rng.uniform(0.4, 0.9, n).astype(np.float32)
         amp = rng.uniform(-0.12, 0.12, n).astype(np.float32)
-        d2 = sum((c[None] - centre[:, i].reshape(-1, *[1] * dims)) ** 2 for i, c in enumerate(coords))
-        img += amp.reshape(-1, *[1] * dims) * np.exp(-d2 / (2 * width.reshape(-1, *[1] * dims) ** 2))
+        d2 = sum(
+            (c[None] - centre[:, i].reshape(-1, *[1] * dims)) ** 2 for i, c in enumerate(coords)
+        )
+        img += amp.reshape(-1, *[1] * dims) * np.exp(
+            -d2 / (2 * width.reshape(-1, *[1] * dims) ** 2)
+        )
     img += rng.normal(0, 0.12, img.shape).astype(np.float32)
     return img
 
@@ -37,7 +41,11 @@ def _shape_field(kind: str, coords, centre, radius, angle) -> np.ndarray:
     if kind == "streak":  # elongated along a random direction in the first plane
         u = d[0] * np.cos(angle) + d[1] * np.sin(angle)
         v = -d[0] * np.sin(angle) + d[1] * np.cos(angle)
-        r2 = (u / (radius * 2.2)) ** 2 + (v / (radius * 0.45)) ** 2 + sum(x**2 for x in d[2:]) / radius**2
+        r2 = (
+            (u / (radius * 2.2)) ** 2
+            + (v / (radius * 0.45)) ** 2
+            + sum(x**2 for x in d[2:]) / radius**2
+        )
         return np.exp(-r2 * 2)
     r = np.sqrt(sum(x**2 for x in d))
     if kind == "ring":
@@ -47,7 +55,10 @@ def _shape_field(kind: str, coords, centre, radius, angle) -> np.ndarray:
         off[0] = radius * 1.3
         r2 = np.sqrt(sum((c - centre[i] - off[i]) ** 2 for i, c in enumerate(coords)))
         r1 = np.sqrt(sum((c - centre[i] + off[i]) ** 2 for i, c in enumerate(coords)))
-        return np.maximum(np.exp(-(r1**2) / (2 * (radius * 0.5) ** 2)), np.exp(-(r2**2) / (2 * (radius * 0.5) ** 2)))
+        return np.maximum(
+            np.exp(-(r1**2) / (2 * (radius * 0.5) ** 2)),
+            np.exp(-(r2**2) / (2 * (radius * 0.5) ** 2)),
+        )
     return np.exp(-(r**2) / (2 * (radius * 0.6) ** 2))
 
 

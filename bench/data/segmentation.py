@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.data.base import InMemoryDataModule
-from bench.data.npz import SPLITS, check_images, check_masks, open_npz, read_array, to_channels_first
+from bench.data.npz import (
+    SPLITS,
+    check_images,
+    check_masks,
+    open_npz,
+    read_array,
+    to_channels_first,
+)
 from bench.data.phantoms import segmentation_phantoms
 from bench.data.synthetic import cached_npz
 from bench.errors import DatasetNotFoundError
@@ -32,14 +39,22 @@ def load_segmentation_npz(path: Path, num_classes: int, mask_key: str = "label")
 class SegmentationNpzDataModule(InMemoryDataModule):
     """A MedSegBench-style npz file: ``data.path``, ``data.num_classes`` (background included)."""
 
-    def __init__(self, path: str, num_classes: int, name: str | None = None,
-                 label_names: list[str] | None = None, mask_key: str = "label", **kwargs) -> None:
+    def __init__(
+        self,
+        path: str,
+        num_classes: int,
+        name: str | None = None,
+        label_names: list[str] | None = None,
+        mask_key: str = "label",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.path = Path(path).expanduser()
         self.num_classes = int(num_classes)
         self.name = name or self.path.stem
-        self.label_names = tuple(label_names or ["background"] + [
-            f"class{i}" for i in range(1, self.num_classes)])
+        self.label_names = tuple(
+            label_names or ["background"] + [f"class{i}" for i in range(1, self.num_classes)]
+        )
         self.mask_key = mask_key
         self._shape: tuple[int, ...] | None = None
 
@@ -57,8 +72,15 @@ class SegmentationNpzDataModule(InMemoryDataModule):
     def base_spec(self) -> DataSpec:
         shape = self._peek()
         channels = shape[3] if len(shape) == 4 else 1
-        return DataSpec(self.name, "segmentation", 2, channels, self.num_classes,
-                        tuple(shape[1:3]), self.label_names)
+        return DataSpec(
+            self.name,
+            "segmentation",
+            2,
+            channels,
+            self.num_classes,
+            tuple(shape[1:3]),
+            self.label_names,
+        )
 
     def load_splits(self):
         return load_segmentation_npz(self.path, self.num_classes, self.mask_key)
@@ -67,9 +89,19 @@ class SegmentationNpzDataModule(InMemoryDataModule):
 class SyntheticSegDataModule(InMemoryDataModule):
     """Phantom lesions with masks (no download); class k is drawn as a lesion of kind k."""
 
-    def __init__(self, name: str = "synthetic_seg", size: int = 64, num_classes: int = 3,
-                 n_train: int = 200, n_val: int = 50, n_test: int = 50, data_seed: int = 1234,
-                 contrast: float = 0.5, cache_dir: str = "data/synthetic", **kwargs) -> None:
+    def __init__(
+        self,
+        name: str = "synthetic_seg",
+        size: int = 64,
+        num_classes: int = 3,
+        n_train: int = 200,
+        n_val: int = 50,
+        n_test: int = 50,
+        data_seed: int = 1234,
+        contrast: float = 0.5,
+        cache_dir: str = "data/synthetic",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.name, self.size, self.num_classes = name, int(size), int(num_classes)
         self.counts = {"train": n_train, "val": n_val, "test": n_test}
@@ -77,19 +109,31 @@ class SyntheticSegDataModule(InMemoryDataModule):
 
     def base_spec(self) -> DataSpec:
         names = ("background", "blob", "streak", "ring")[: self.num_classes]
-        return DataSpec(self.name, "segmentation", 2, 1, self.num_classes,
-                        (self.size, self.size), names)
+        return DataSpec(
+            self.name, "segmentation", 2, 1, self.num_classes, (self.size, self.size), names
+        )
 
     @property
     def path(self) -> Path:
-        params = {"size": self.size, "classes": self.num_classes, "counts": self.counts,
-                  "seed": self.data_seed, "contrast": self.contrast, "v": 1}
+        params = {
+            "size": self.size,
+            "classes": self.num_classes,
+            "counts": self.counts,
+            "seed": self.data_seed,
+            "contrast": self.contrast,
+            "v": 1,
+        }
 
         def build():
             arrays = {}
             for i, split in enumerate(SPLITS):
-                x, m = segmentation_phantoms(self.counts[split], self.size, self.num_classes,
-                                             self.data_seed * 10 + i, self.contrast)
+                x, m = segmentation_phantoms(
+                    self.counts[split],
+                    self.size,
+                    self.num_classes,
+                    self.data_seed * 10 + i,
+                    self.contrast,
+                )
                 arrays[f"{split}_images"], arrays[f"{split}_label"] = x, m
             return arrays
 

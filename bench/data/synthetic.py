@@ -73,8 +73,12 @@ class SyntheticDataModule(InMemoryDataModule):
         arrays = {}
         for i, split in enumerate(SPLITS):
             x, y = classification_phantoms(
-                self.counts[split], self.size, self.spatial_dims, self.num_classes,
-                seed=self.data_seed * 10 + i, contrast=self.contrast,
+                self.counts[split],
+                self.size,
+                self.spatial_dims,
+                self.num_classes,
+                seed=self.data_seed * 10 + i,
+                contrast=self.contrast,
             )
             arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
         return arrays
@@ -85,8 +89,13 @@ class SyntheticDataModule(InMemoryDataModule):
     @property
     def path(self) -> Path:
         params = {
-            "size": self.size, "dims": self.spatial_dims, "classes": self.num_classes,
-            "counts": self.counts, "seed": self.data_seed, "contrast": self.contrast, "v": 1,
+            "size": self.size,
+            "dims": self.spatial_dims,
+            "classes": self.num_classes,
+            "counts": self.counts,
+            "seed": self.data_seed,
+            "contrast": self.contrast,
+            "v": 1,
         }
         return cached_npz(self.cache_dir, self.name, params, self._build)
 

@@ -40,10 +40,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path} is not a loadable weights file ({type(e).__name__}); give a state dict "
             "saved with torch.save(model.state_dict(), path) or a Lightning checkpoint"
         ) from None
+    lightning = isinstance(obj, dict) and "pytorch-lightning_version" in obj
     for key in _NESTED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
+    if lightning and isinstance(obj, dict) and any(k.startswith("model.") for k in obj):
+        # a bench task checkpoint: the network is the task's ``model`` submodule
+        obj = {k: v for k, v in obj.items() if k.startswith("model.")}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(
             f"{path} holds a {type(obj).__name__}, not a state dict of tensors; save "

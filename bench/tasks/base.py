@@ -42,8 +42,8 @@ class BaseTask(L.LightningModule):
         if channels_last and spec.spatial_dims == 2:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.channels_last = channels_last and spec.spatial_dims == 2
-        # compiled forward, same parameters: checkpoints keep the plain module's keys
-        self._forward = torch.compile(self.model) if compile else self.model
+        # kept out of the module tree (via __dict__) so checkpoints hold the plain model's keys
+        self.__dict__["_compiled"] = torch.compile(self.model) if compile else None
         self._buffers: dict[str, list] = {}
         self.predictions: dict[str, dict[str, torch.Tensor]] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}
@@ -52,7 +52,8 @@ class BaseTask(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._forward(x)
+        compiled = self.__dict__.get("_compiled")
+        return compiled(x) if compiled is not None else self.model(x)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
