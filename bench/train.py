@@ -166,7 +166,9 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
         auto_insert_metric_name=False,
     )
     timer = ThroughputTimer()
-    callbacks = [checkpoint, timer, EpochSeed(int(cfg.seed or 0))]
+    callbacks = [checkpoint, timer]
+    if cfg.seed is not None:
+        callbacks.append(EpochSeed(int(cfg.seed)))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     name, group, _ = _hydra_context(record["run_id"])
     logger = build_logger(
