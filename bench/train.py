@@ -138,7 +138,7 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | None) -> object:
+def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | None) -> None:
     """Train, select the best-val checkpoint, evaluate it on val and test; fill ``record``."""
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -180,6 +180,7 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
         config=redact(record["config"]),
         save_dir=Path(cfg.paths.output_dir),
     )
+    # handed back through the record so train() can finish W&B even when fitting raises
     record["_logger"] = logger
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.paths.output_dir
@@ -235,7 +236,6 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
             atomic_save(run_dir / "history.csv", lambda f: f.write(df.to_csv(index=False).encode()))
         if logger:
             log_run_summary(logger, record, task, datamodule)
-    return logger
 
 
 def root_cause(e: BaseException) -> BaseException:
