@@ -161,7 +161,7 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
         filename="best",
         monitor=task.monitor,
         mode=task.monitor_mode,
-        save_last=True,
+        save_last="link",
         save_top_k=1,
         auto_insert_metric_name=False,
     )

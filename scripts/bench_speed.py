@@ -322,6 +322,11 @@ def main() -> int:
     )
     p.add_argument("--out", default=str(ROOT / "results/speed"))
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep other models' rows from an earlier speed_reps.csv in --out",
+    )
     args = p.parse_args()
     data_dir = Path(args.data_dir)
     if not (data_dir / "pneumoniamnist.npz").exists():
@@ -347,6 +352,10 @@ def main() -> int:
                     )
                     print(json.dumps(rows[-1]), flush=True)
     df = pd.DataFrame(rows)
+    earlier = Path(args.out) / "speed_reps.csv"
+    if args.append and earlier.exists():
+        old = pd.read_csv(earlier, dtype={"precision": str})
+        df = pd.concat([old[~old.model.isin(args.models)], df], ignore_index=True)
     agg = (
         df.groupby(["model", "method", "precision"])
         .agg(
