@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +137,7 @@ class SweepSummaryCallback(Callback):
         )
         # jobs that never reported (killed launcher, crashed worker) count as failed
         missing = total - sum(counts.values())
-        summary.failed += max(0, missing) if not math.isnan(missing) else 0
+        summary.failed += max(0, missing)
         LAST_SUMMARY = summary
         log.info(summary.line())
         atomic_write_text(state / "summary.json", json.dumps(summary.__dict__))
