@@ -228,7 +228,9 @@ def write_outputs(board: pd.DataFrame, out_dir: Path) -> list[Path]:
     return written
 
 
-def write_provenance(out_dir: Path, argv: list[str], board: pd.DataFrame) -> Path:
+def write_provenance(
+    out_dir: Path, argv: list[str], board: pd.DataFrame, recipe: str | None = None
+) -> Path:
     """A README saying how the published tables were produced."""
     import torch
 
@@ -237,6 +239,7 @@ def write_provenance(out_dir: Path, argv: list[str], board: pd.DataFrame) -> Pat
         "",
         f"Produced {now_iso()} by `bench-leaderboard {' '.join(argv)}`.",
         "",
+        *([f"Runs trained by: `{recipe}`", ""] if recipe else []),
         f"- commit(s) of the runs: {_join_unique(board['git_sha']) or 'unknown'}; "
         f"aggregated at commit {git_sha() or 'unknown'}",
         f"- hardware: {_join_unique(board['device'])} ({cpu_name()}, "
@@ -364,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired test of two models")
     p.add_argument("--dataset", default=None, help="dataset for --compare (default: all shared)")
     p.add_argument("--publish", action="store_true", help="write a provenance README too")
+    p.add_argument(
+        "--recipe", default=None, help="with --publish: the command that trained the runs"
+    )
     p.add_argument("--wandb", action="store_true", help="log the table to a W&B aggregate run")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = p.parse_args(argv)
@@ -405,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path("results") / (args.name or "")
         written = write_outputs(board, out)
         if args.publish:
-            written.append(write_provenance(out, sys.argv[1:] if argv is None else argv, board))
+            written.append(
+                write_provenance(out, sys.argv[1:] if argv is None else argv, board, args.recipe)
+            )
         if args.wandb:
             groups = {
                 json.loads((Path(d) / "record.json").read_text()).get("sweep_group")

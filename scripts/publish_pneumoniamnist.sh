@@ -15,4 +15,5 @@ BIN="${BIN:-.venv/bin}"
 "$BIN/bench-train" -m experiment=medmnist_protocol data=pneumoniamnist data.download=false \
   trainer.max_epochs="$EPOCHS" trainer.enable_progress_bar=false logger=none \
   paths.runs_dir="$RUNS" model=bccnn,mobilenet,resnet18,resnet50,xception seed=0,1,2 "$@" || true
-"$BIN/bench-leaderboard" --runs-dir "$RUNS" --name pneumoniamnist --reference --publish
+"$BIN/bench-leaderboard" --runs-dir "$RUNS" --name pneumoniamnist --reference --publish \
+  --recipe "EPOCHS=$EPOCHS bash scripts/publish_pneumoniamnist.sh"
