@@ -59,6 +59,15 @@ def precheck_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
                 )
 
 
+def exit_code_of(fn: Callable[[], int]) -> int:
+    """Run a command body; a :class:`BenchError` becomes one ``error:`` line and its exit code."""
+    try:
+        return fn()
+    except BenchError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return e.exit_code
+
+
 def run_cli(
     hydra_main: Callable[[], None],
     last_run: Callable[[], dict | None],

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.errors import BenchError, ConfigError, one_line
+from bench.cli import exit_code_of
+from bench.errors import ConfigError
 
 
 def last_conv(model: nn.Module) -> nn.Module:
@@ -123,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=16, help="test images to explain")
     p.add_argument("--out", default=None, help="PNG path (default <run-dir>/explain/gradcam.png)")
     args = p.parse_args(argv)
-    try:
+
+    def run() -> int:
         print(f"wrote {explain_run(args.run_dir, args.n, args.out)}")
         return 0
-    except BenchError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+
+    return exit_code_of(run)
 
 
 def cli() -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError, ConfigError, one_line
+from bench.cli import exit_code_of
+from bench.errors import ConfigError
 from bench.io import atomic_write_text
 from bench.metrics import CLASSIFICATION_METRICS
 from bench.records import RunStore, cpu_name, git_sha, now_iso
@@ -373,66 +374,65 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wandb", action="store_true", help="log the table to a W&B aggregate run")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = p.parse_args(argv)
-    try:
-        ci = (
-            list(CLASSIFICATION_METRICS)
-            if args.ci_metrics == "all"
-            else [m for m in args.ci_metrics.split(",") if m]
+    return exit_code_of(lambda: _run(args, argv))
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The command body of bench-leaderboard (errors are reported by :func:`main`)."""
+    ci = (
+        list(CLASSIFICATION_METRICS)
+        if args.ci_metrics == "all"
+        else [m for m in args.ci_metrics.split(",") if m]
+    )
+    unknown = [m for m in ci if m not in CLASSIFICATION_METRICS]
+    if unknown:
+        raise ConfigError(f"--ci-metrics: unknown {unknown}; valid: {CLASSIFICATION_METRICS}")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        raise ConfigError(
+            f"--name {args.name!r} must be a plain folder name (letters, digits, _ . -); "
+            "use --out for another location"
         )
-        unknown = [m for m in ci if m not in CLASSIFICATION_METRICS]
-        if unknown:
-            raise ConfigError(f"--ci-metrics: unknown {unknown}; valid: {CLASSIFICATION_METRICS}")
-        if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
-            raise ConfigError(
-                f"--name {args.name!r} must be a plain folder name (letters, digits, _ . -); "
-                "use --out for another location"
+    if args.compare:
+        records, _ = RunStore(args.runs_dir).iter_records()
+        print(
+            compare(
+                records_frame(records),
+                *args.compare,
+                args.dataset,
+                args.metric.removeprefix("test_"),
+                args.n_boot or 1000,
+                args.seed,
             )
-        if args.compare:
-            records, _ = RunStore(args.runs_dir).iter_records()
-            print(
-                compare(
-                    records_frame(records),
-                    *args.compare,
-                    args.dataset,
-                    args.metric.removeprefix("test_"),
-                    args.n_boot or 1000,
-                    args.seed,
-                )
-            )
-            return 0
-        board, problems = build(
-            args.runs_dir, args.metric, args.reference, args.n_boot, ci, args.seed
         )
-        for line in problems:
-            print(f"warning: skipped unreadable record {line}", file=sys.stderr)
-        if board.empty:
-            print(f"no finished runs in {args.runs_dir}; run bench-train first", file=sys.stderr)
-            return 1
-        out = Path(args.out) if args.out else Path("results") / (args.name or "")
-        written = write_outputs(board, out)
-        if args.publish:
-            written.append(
-                write_provenance(out, sys.argv[1:] if argv is None else argv, board, args.recipe)
-            )
-        if args.wandb:
-            groups = {
-                json.loads((Path(d) / "record.json").read_text()).get("sweep_group")
-                for d in board["run_ids"]
-                .str.split(";")
-                .explode()
-                .map(lambda r: str(Path(args.runs_dir) / r))
-            }
-            log_to_wandb(board, groups.pop() if len(groups) == 1 else None)
-        cols = [c for c in PRINT_COLUMNS if c in board and board[c].notna().any()]
-        with pd.option_context(
-            "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
-        ):
-            print(board[cols].to_string(index=False))
-        print(f"wrote {written[0]} ({len(board)} rows)")
         return 0
-    except BenchError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    board, problems = build(args.runs_dir, args.metric, args.reference, args.n_boot, ci, args.seed)
+    for line in problems:
+        print(f"warning: skipped unreadable record {line}", file=sys.stderr)
+    if board.empty:
+        print(f"no finished runs in {args.runs_dir}; run bench-train first", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else Path("results") / (args.name or "")
+    written = write_outputs(board, out)
+    if args.publish:
+        written.append(
+            write_provenance(out, sys.argv[1:] if argv is None else argv, board, args.recipe)
+        )
+    if args.wandb:
+        groups = {
+            json.loads((Path(d) / "record.json").read_text()).get("sweep_group")
+            for d in board["run_ids"]
+            .str.split(";")
+            .explode()
+            .map(lambda r: str(Path(args.runs_dir) / r))
+        }
+        log_to_wandb(board, groups.pop() if len(groups) == 1 else None)
+    cols = [c for c in PRINT_COLUMNS if c in board and board[c].notna().any()]
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
+    ):
+        print(board[cols].to_string(index=False))
+    print(f"wrote {written[0]} ({len(board)} rows)")
+    return 0
 
 
 def cli() -> None:
