@@ -31,6 +31,7 @@ COST_COLUMNS = {
     "params_total": "param_count_m",
     "gmacs": "gmacs",
     "train_time_s": "train_time_s",
+    "epoch_time_s": "epoch_time_s",
     "train_samples_per_sec": "train_samples_per_sec",
     "infer_samples_per_sec": "infer_samples_per_sec",
     "peak_mem_mb": "peak_mem_mb",

@@ -1,20 +1,34 @@
-"""Throughput of the training part of each epoch (data feeding + compute, validation excluded)."""
+"""Training throughput and wall time per epoch (training + validation + checkpointing)."""
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import lightning as L
 
 
 class ThroughputTimer(L.Callback):
+    """Samples/s of the training part of each epoch, and each epoch's whole wall time.
+
+    An epoch's wall time runs from one ``on_train_epoch_start`` to the next (or to the end of
+    training), so it holds validation, metric computation and checkpoint writes too: what a
+    user waits for per epoch.
+    """
+
     def __init__(self) -> None:
         self.samples = 0
         self.seconds = 0.0
+        self.epoch_seconds: dict[int, float] = {}  # epoch index -> wall seconds
         self._start: float | None = None
+        self._epoch_start: float | None = None
+        self._epoch = 0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        now = time.perf_counter()
+        self._close_epoch(now)
+        self._start = self._epoch_start = now
+        self._epoch = trainer.current_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += int(batch[0].shape[0])
@@ -24,6 +38,11 @@ class ThroughputTimer(L.Callback):
             self.seconds += time.perf_counter() - self._start
             self._start = None
 
+    def _close_epoch(self, now: float) -> None:
+        if self._epoch_start is not None:
+            self.epoch_seconds[self._epoch] = now - self._epoch_start
+            self._epoch_start = None
+
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.training or trainer.state.fn == "fit":
             self._stop()
@@ -31,6 +50,16 @@ class ThroughputTimer(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop()
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close_epoch(time.perf_counter())
+
     @property
     def samples_per_sec(self) -> float | None:
         return round(self.samples / self.seconds, 2) if self.seconds > 0 else None
+
+    @property
+    def steady_epoch_s(self) -> float | None:
+        """Median epoch wall time after the first (which also pays warm-up); the only one if 1."""
+        times = list(self.epoch_seconds.values())
+        later = times[1:] or times
+        return round(statistics.median(later), 4) if later else None

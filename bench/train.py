@@ -204,7 +204,12 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
 
     record["val"] = task.last_metrics.get("val")
     record["test"] = task.last_metrics.get("test")
-    history = task.history
+    history = [
+        {**h, "epoch_time_s": round(timer.epoch_seconds[h["epoch"]], 4)}
+        if h["epoch"] in timer.epoch_seconds
+        else h
+        for h in task.history
+    ]
     monitor_col = task.monitor.replace("/", "_")
     scored = [h for h in history if monitor_col in h]
     if scored:
@@ -216,6 +221,7 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
         {
             "train_time_s": round(train_time, 3),
             "train_samples_per_sec": timer.samples_per_sec,
+            "epoch_time_s": timer.steady_epoch_s,
             "infer_samples_per_sec": round(n_test / test_time, 2)
             if test_time > 0 and n_test
             else None,

@@ -16,6 +16,11 @@ and ``results/speed/overhead.csv`` (start-up split and per-job overhead in a 10-
 
     python scripts/bench_speed.py                       # the full table (slow on a CPU)
     python scripts/bench_speed.py --reps 3 --train-limit 1024 --models resnet18_ss bccnn
+    python scripts/bench_speed.py --device cuda --out results/speed/gpu   # on a GPU machine
+
+On a GPU the harness keeps the whole dataset on the device (``data.device_resident=auto``) and the
+raw loop does the same; the reference moves each DataLoader batch with ``.to(device)`` as the
+official script does. GPU utilisation is sampled through NVML while each method runs.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+T_SCRIPT = time.time()  # the probe's parent passes its launch time to split off interpreter start
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -40,6 +48,8 @@ MODELS = {  # name -> (registry name, builder kwargs)
     "mobilenetv2": ("mobilenet", {}),
     "bccnn": ("bccnn", {}),
 }
+EVAL_BATCH = 256  # harness and raw loop alike; the reference keeps its 128
+FACTS = ("epochs", "train_images", "device", "cpu_threads", "machine", "torch")
 PRECISIONS = {"32": ("32-true", False), "bf16_cl": ("bf16-mixed", True)}
 
 
@@ -47,7 +57,54 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def harness(model: str, precision: str, data_dir: Path, train_limit: int | None, seed: int) -> dict:
+def sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def gpu_monitor(device: str, period_s: float = 0.05):
+    """Sample NVML GPU utilisation while the block runs; yields a dict filled on exit."""
+    out: dict = {}
+    if device != "cuda":
+        yield out
+        return
+    import torch
+
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                samples.append(torch.cuda.utilization())
+            except Exception:  # no NVML: leave the column empty rather than fail the benchmark
+                return
+            stop.wait(period_s)
+
+    torch.cuda.reset_peak_memory_stats()
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+        out["gpu_util_pct"] = round(sum(samples) / len(samples), 1) if samples else None
+        out["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def harness(
+    model: str,
+    precision: str,
+    data_dir: Path,
+    train_limit: int | None,
+    seed: int,
+    device: str,
+    epochs: int = 1,
+) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -63,14 +120,17 @@ def harness(model: str, precision: str, data_dir: Path, train_limit: int | None,
         "data.download=false",
         f"model={name}",
         "logger=none",
-        "trainer.max_epochs=1",
+        f"trainer.max_epochs={epochs}",
         f"trainer.precision={prec}",
         f"task.channels_last={str(cl).lower()}",
         "trainer.enable_progress_bar=false",
         "data.batch_size=128",
+        f"data.eval_batch_size={EVAL_BATCH}",
         f"seed={seed}",
         "keep_checkpoints=none",
         "+force=true",
+        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        f"trainer.benchmark={str(device == 'cuda').lower()}",
         *[f"model.{k}={str(v).lower()}" for k, v in kw.items()],
     ]
     if train_limit:
@@ -91,11 +151,13 @@ def harness(model: str, precision: str, data_dir: Path, train_limit: int | None,
         raise RuntimeError(rec.get("error"))
     c = rec["cost"]
     return {
-        "epoch_time_s": c["train_time_s"],
+        "epoch_time_s": c["epoch_time_s"],
+        "fit_time_s": c["train_time_s"],
         "train_samples_per_sec": c["train_samples_per_sec"],
         "infer_samples_per_sec": c["infer_samples_per_sec"],
         "val_auc": rec["val"]["auc"],
         "wall_incl_test_s": round(wall, 2),
+        "ran_on": rec["env"].get("device"),
     }
 
 
@@ -114,7 +176,16 @@ def _splits(data_dir: Path, train_limit: int | None, seed: int):
     return dm
 
 
-def raw(model: str, precision: str, data_dir: Path, train_limit: int | None, seed: int) -> dict:
+def raw(
+    model: str,
+    precision: str,
+    data_dir: Path,
+    train_limit: int | None,
+    seed: int,
+    device: str,
+    epochs: int = 1,
+) -> dict:
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -125,54 +196,83 @@ def raw(model: str, precision: str, data_dir: Path, train_limit: int | None, see
     dm = _splits(data_dir, train_limit, seed)
     name, kw = MODELS[model]
     prec, cl = PRECISIONS[precision]
-    net = build_model(name, dm.spec, **kw)
+    torch.backends.cudnn.benchmark = device == "cuda"
+    net = build_model(name, dm.spec, **kw).to(device)
     if cl:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    tr, va = dm.splits["train"], dm.splits["val"]
+    # the same starting point as the harness: each split whole in (device) memory
+    tr, va = (
+        {
+            "x": torch.as_tensor(np.asarray(dm.splits[s].images)).to(device),
+            "y": torch.as_tensor(np.asarray(dm.splits[s].targets)).to(device),
+        }
+        for s in ("train", "val")
+    )
 
     def prep(x):
         x = (x.float() / 255 - 0.5) / 0.5
         return x.contiguous(memory_format=torch.channels_last) if cl else x
 
     ctx = (
-        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        (lambda: torch.autocast(device, dtype=torch.bfloat16))
         if prec.startswith("bf16")
-        else (lambda: torch.autocast("cpu", enabled=False))
+        else (lambda: torch.autocast(device, enabled=False))
     )
-    t0 = time.perf_counter()
-    net.train()
-    n = 0
-    perm = torch.randperm(len(tr))
-    for i in range(0, len(tr) - 127, 128):
-        x, y, _ = tr[perm[i : i + 128]]
-        with ctx():
-            loss = F.cross_entropy(net(prep(x)).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        n += len(y)
-    t_train = time.perf_counter() - t0
-    net.eval()
-    scores, ys = [], []
-    t1 = time.perf_counter()
-    with torch.no_grad(), ctx():
-        for i in range(0, len(va), 256):
-            x, y, _ = va[torch.arange(i, min(i + 256, len(va)))]
-            scores.append(torch.softmax(net(prep(x)).float(), 1))
-            ys.append(y)
-    t_val = time.perf_counter() - t1
-    auc = classification_metrics(torch.cat(ys), torch.cat(scores), "binary-class", ("auc",))["auc"]
+
+    def epoch() -> tuple[float, float, int, float]:
+        sync(device)
+        t0 = time.perf_counter()
+        net.train()
+        n = 0
+        perm = torch.randperm(len(tr["x"]), device=device)
+        for i in range(0, len(perm) - 127, 128):
+            x, y = tr["x"][perm[i : i + 128]], tr["y"][perm[i : i + 128]]
+            with ctx():
+                loss = F.cross_entropy(net(prep(x)).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += len(y)
+        sync(device)
+        t_train = time.perf_counter() - t0
+        net.eval()
+        scores = []
+        t1 = time.perf_counter()
+        with torch.no_grad(), ctx():
+            for i in range(0, len(va["x"]), EVAL_BATCH):
+                scores.append(torch.softmax(net(prep(va["x"][i : i + EVAL_BATCH])).float(), 1))
+        scores = torch.cat(scores).cpu()
+        auc = classification_metrics(va["y"].cpu(), scores, "binary-class", ("auc",))["auc"]
+        return t_train, time.perf_counter() - t1, n, auc
+
+    return summarise_epochs([epoch() for _ in range(epochs)], len(va["x"]))
+
+
+def summarise_epochs(epochs: list[tuple[float, float, int, float]], n_eval: int) -> dict:
+    """Per-epoch (train s, eval s, train samples, val AUC) -> the row's timing columns."""
+    import statistics
+
+    walls = [t + e for t, e, _, _ in epochs]
+    later = epochs[1:] or epochs  # the first epoch also pays warm-up (cuDNN autotune, caches)
+    t_train, t_eval, n, _ = (statistics.median(col) for col in zip(*later, strict=True))
     return {
-        "epoch_time_s": round(t_train + t_val, 3),
+        "epoch_time_s": round(statistics.median(walls[1:] or walls), 4),
+        "fit_time_s": round(sum(walls), 4),
         "train_samples_per_sec": round(n / t_train, 2),
-        "infer_samples_per_sec": round(len(va) / t_val, 2),
-        "val_auc": auc,
+        "infer_samples_per_sec": round(n_eval / t_eval, 2),
+        "val_auc": epochs[-1][3],
     }
 
 
 def reference(
-    model: str, precision: str, data_dir: Path, train_limit: int | None, seed: int
+    model: str,
+    precision: str,
+    data_dir: Path,
+    train_limit: int | None,
+    seed: int,
+    device: str,
+    epochs: int = 1,
 ) -> dict:
     """medmnist's Dataset/DataLoader path, training then scoring train/val/test each epoch."""
     import numpy as np
@@ -186,6 +286,7 @@ def reference(
     from bench.models import build_model
 
     torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False  # the official script's default (Lightning may set it)
     tf = T.Compose([T.ToTensor(), T.Normalize(mean=[0.5], std=[0.5])])
     sets = {
         s: PneumoniaMNIST(split=s, transform=tf, download=False, root=str(data_dir))
@@ -199,57 +300,155 @@ def reference(
     name, kw = MODELS[model]
     from bench.spec import DataSpec
 
-    net = build_model(name, DataSpec("pneumoniamnist", "binary-class", 2, 1, 2, (28, 28)), **kw)
+    spec = DataSpec("pneumoniamnist", "binary-class", 2, 1, 2, (28, 28))
+    net = build_model(name, spec, **kw).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loader = DataLoader(train_set, batch_size=128, shuffle=True)
-    t0 = time.perf_counter()
-    net.train()
-    n = 0
-    for x, y in loader:
-        loss = F.cross_entropy(net(x), y.squeeze(1).long())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        n += len(y)
-    t_train = time.perf_counter() - t0
-    aucs, t_eval, n_eval = {}, 0.0, 0
-    for split in ("train", "val", "test"):  # as the official script: all three every epoch
-        t1 = time.perf_counter()
-        net.eval()
-        scores, ys = [], []
-        with torch.no_grad():
-            for x, y in DataLoader(sets[split], batch_size=128, shuffle=False):
-                scores.append(torch.softmax(net(x), 1))
-                ys.append(y.squeeze(1))
-        t_eval += time.perf_counter() - t1
-        n_eval += len(sets[split])
-        aucs[split] = classification_metrics(
-            torch.cat(ys), torch.cat(scores), "binary-class", ("auc",)
-        )["auc"]
-    return {
-        "epoch_time_s": round(t_train + t_eval, 3),
-        "train_samples_per_sec": round(n / t_train, 2),
-        "infer_samples_per_sec": round(n_eval / t_eval, 2),
-        "val_auc": aucs["val"],
-    }
+
+    def epoch() -> tuple[float, float, int, float]:
+        t0 = time.perf_counter()
+        net.train()
+        n = 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(net(x), y.squeeze(1).long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            n += len(y)
+        sync(device)
+        t_train = time.perf_counter() - t0
+        aucs, t1 = {}, time.perf_counter()
+        for split in ("train", "val", "test"):  # as the official script: all three every epoch
+            net.eval()
+            scores, ys = [], []
+            with torch.no_grad():
+                for x, y in DataLoader(sets[split], batch_size=128, shuffle=False):
+                    scores.append(torch.softmax(net(x.to(device)), 1).cpu())
+                    ys.append(y.squeeze(1))
+            aucs[split] = classification_metrics(
+                torch.cat(ys), torch.cat(scores), "binary-class", ("auc",)
+            )["auc"]
+        return t_train, time.perf_counter() - t1, n, aucs["val"]
+
+    n_eval = sum(len(sets[s]) for s in ("train", "val", "test"))
+    return summarise_epochs([epoch() for _ in range(epochs)], n_eval)
 
 
 METHODS = {"harness": harness, "raw": raw, "reference": reference}
 
 
+TINY_RUN = [  # a job whose training is negligible: what is left is per-job overhead
+    "model=bccnn",
+    "model.width=4",
+    "model.hidden=[16]",
+    "logger=none",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "data.n_train=64",
+    "data.n_val=32",
+    "data.n_test=32",
+    "data.batch_size=32",
+]
+
+STARTUP_IMPORTS = [  # in import order: each line's time excludes what earlier lines loaded
+    ("torch", "import torch"),
+    ("lightning", "import lightning"),
+    ("torchmetrics", "import torchmetrics"),
+    ("timm", "import timm"),
+    ("hydra + omegaconf", "import hydra, omegaconf"),
+    ("bench.train (the rest: pandas, matplotlib, ...)", "import bench.train"),
+]
+
+
+def startup_probe() -> None:
+    """Run one tiny job in this process and print (phase, seconds) from launch to first step."""
+    launched = float(os.environ.get("BENCH_SPEED_LAUNCHED", T_SCRIPT))
+    phases = [("interpreter start, script's stdlib imports", T_SCRIPT - launched)]
+    for label, stmt in STARTUP_IMPORTS:
+        t = time.perf_counter()
+        exec(stmt)  # noqa: S102 - fixed statements above
+        phases.append((f"import {label}", time.perf_counter() - t))
+
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    import bench.train as bt
+
+    marks: dict[str, float] = {}
+
+    class FirstStep(L.Callback):
+        def setup(self, trainer, pl_module, stage):
+            marks.setdefault("trainer_setup", time.perf_counter())
+
+        def on_train_start(self, trainer, pl_module):
+            marks["train_start"] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            marks.setdefault("first_step", time.perf_counter())
+
+    timed_gmacs = bt.gmacs
+
+    def gmacs(*a, **k):
+        t = time.perf_counter()
+        try:
+            return timed_gmacs(*a, **k)
+        finally:
+            marks["gmacs_s"] = time.perf_counter() - t
+
+    bt.gmacs = gmacs
+    t = time.perf_counter()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY_RUN, "seed=7"])
+    tmp = Path(tempfile.mkdtemp(prefix="startup-"))
+    with open_dict(cfg):
+        cfg.paths.runs_dir, cfg.paths.output_dir = str(tmp / "runs"), str(tmp / "out")
+    phases.append(("compose the Hydra config", time.perf_counter() - t))
+    orig = bt.instantiate
+
+    def instantiate(conf, *a, **k):  # add the probe to the trainer's callbacks
+        if k.get("callbacks") is not None:
+            k["callbacks"] = [*k["callbacks"], FirstStep()]
+        return orig(conf, *a, **k)
+
+    bt.instantiate = instantiate
+    t_train = time.perf_counter()
+    rec = bt.train(cfg)
+    if rec["status"] != "done":
+        raise RuntimeError(rec.get("error"))
+    phases += [
+        (
+            "run claim, datamodule, model build, logger, Trainer (excl. GMACs)",
+            marks["trainer_setup"] - t_train - marks["gmacs_s"],
+        ),
+        ("GMACs count (FlopCounterMode, once per run)", marks["gmacs_s"]),
+        (
+            "fit start: data load, model to device, optimiser",
+            marks["train_start"] - marks["trainer_setup"],
+        ),
+        ("first training step", marks["first_step"] - marks["train_start"]),
+    ]
+    print(json.dumps([{"what": w, "seconds": round(sec, 3)} for w, sec in phases]))
+
+
 def startup_and_overhead(data_dir: Path, jobs: int = 10) -> list[dict]:
     """Import + first-step time of one run, and seconds per job beyond training in a multirun."""
-    rows = []
-    code = "import time;t=time.perf_counter();import bench.train;print(time.perf_counter()-t)"
-    imp = float(
-        subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
+    probe = subprocess.run(
+        [sys.executable, __file__, "--startup-probe"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "disabled", "BENCH_SPEED_LAUNCHED": str(time.time())},
     )
+    if probe.returncode:
+        raise RuntimeError(f"start-up probe failed: {probe.stderr.strip().splitlines()[-1:]}")
+    rows = json.loads(probe.stdout.strip().splitlines()[-1])
+    imp = sum(r["seconds"] for r in rows if r["what"].startswith("import"))
     rows.append(
         {
-            "what": "import bench.train (torch, lightning, timm, hydra, torchmetrics)",
-            "seconds": round(imp, 2),
+            "what": "start-up total: process start to first step",
+            "seconds": round(sum(r["seconds"] for r in rows), 3),
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,31 +459,23 @@ def startup_and_overhead(data_dir: Path, jobs: int = 10) -> list[dict]:
             "MEDBENCH_LOG_DIR": f"{tmp}/out",
             "MEDBENCH_DATA_DIR": f"{tmp}/data",
         }
-        bench_train = str(Path(sys.executable).parent / "bench-train")
-        tiny = [
-            "model=bccnn",
-            "model.width=4",
-            "model.hidden=[16]",
-            "logger=none",
-            "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            "data.n_train=64",
-            "data.n_val=32",
-            "data.n_test=32",
-            "data.batch_size=32",
-        ]
+        bench_train = [sys.executable, "-m", "bench.train"]  # works without a pip install
+        tiny = TINY_RUN
         t0 = time.perf_counter()
-        subprocess.run([bench_train, *tiny, "seed=100"], env=env, capture_output=True, check=True)
+        subprocess.run(
+            [*bench_train, *tiny, "seed=100"], env=env, capture_output=True, check=True, cwd=ROOT
+        )
         one = time.perf_counter() - t0
         rows.append(
             {"what": "one tiny run end to end (process start to record)", "seconds": round(one, 2)}
         )
         t0 = time.perf_counter()
         subprocess.run(
-            [bench_train, "-m", *tiny, "seed=" + ",".join(map(str, range(jobs)))],
+            [*bench_train, "-m", *tiny, "seed=" + ",".join(map(str, range(jobs)))],
             env=env,
             capture_output=True,
             check=True,
+            cwd=ROOT,
         )
         total = time.perf_counter() - t0
         recs = [json.loads(p.read_text()) for p in Path(tmp, "runs").glob("*/record.json")]
@@ -320,6 +511,20 @@ def main() -> int:
         default=None,
         help="train on a stratified subset of this many images (faster table)",
     )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="epochs per measurement; with >1, epoch_time_s is the median after the first "
+        "(warm-up) and fit_time_s the whole fit",
+    )
+    p.add_argument("--startup-probe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--aggregate-from",
+        help="summarise repetitions already measured (speed_reps.csv, or a log of JSON rows)",
+    )
+    p.add_argument("--overhead-only", action="store_true", help="only the start-up/overhead table")
     p.add_argument("--out", default=str(ROOT / "results/speed"))
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument(
@@ -328,30 +533,80 @@ def main() -> int:
         help="keep other models' rows from an earlier speed_reps.csv in --out",
     )
     args = p.parse_args()
+    if args.startup_probe:
+        startup_probe()
+        return 0
     data_dir = Path(args.data_dir)
     if not (data_dir / "pneumoniamnist.npz").exists():
         print(f"error: {data_dir}/pneumoniamnist.npz not found; pass --data-dir", file=sys.stderr)
         return 2
+    if args.aggregate_from:  # e.g. the JSON lines a run printed before it was cut off
+        import pandas as pd
+
+        src = Path(args.aggregate_from)
+        if src.suffix == ".csv":
+            df = pd.read_csv(src, dtype={"precision": str})
+        else:
+            lines = [ln for ln in src.read_text().splitlines() if ln.startswith("{")]
+            df = pd.DataFrame([json.loads(ln) for ln in lines])
+        return summarise(df, args)
+    if args.overhead_only:
+        return write_overhead(data_dir, Path(args.out))
     import torch
 
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        print(
+            "error: --device cuda but torch sees no CUDA device; use --device cpu", file=sys.stderr
+        )
+        return 2
+    facts = {
+        "train_images": args.train_limit or 4708,
+        "epochs": args.epochs,
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+    }
     rows = []
     for model in args.models:
         for rep in range(args.reps):  # methods interleaved per repetition: drift hits all alike
             for method in args.methods:
                 for prec in ["32"] if method == "reference" else args.precisions:
-                    r = METHODS[method](model, prec, data_dir, args.train_limit, seed=rep)
+                    row = {"model": model, "method": method, "precision": prec, "rep": rep}
+                    try:
+                        with gpu_monitor(device) as gpu:
+                            r = METHODS[method](
+                                model,
+                                prec,
+                                data_dir,
+                                args.train_limit,
+                                seed=rep,
+                                device=device,
+                                epochs=args.epochs,
+                            )
+                    except Exception as e:  # one broken cell must not lose the others
+                        print(f"error: {model} {method} {prec} rep {rep}: {e!r}", flush=True)
+                        continue
                     rows.append(
-                        {
-                            "model": model,
-                            "method": method,
-                            "precision": prec,
-                            "rep": rep,
-                            **r,
-                            "peak_rss_mb": round(peak_rss_mb(), 1),
-                        }
+                        {**row, **r, **gpu, "peak_rss_mb": round(peak_rss_mb(), 1), **facts}
                     )
                     print(json.dumps(rows[-1]), flush=True)
-    df = pd.DataFrame(rows)
+    if not rows:
+        print("error: every benchmark cell failed", file=sys.stderr)
+        return 1
+    status = summarise(pd.DataFrame(rows), args)
+    if not args.skip_overhead:
+        status = status or write_overhead(data_dir, Path(args.out))
+    return status
+
+
+def summarise(df, args) -> int:
+    """Median/min/max per (model, method, precision), the ratios, and the CSVs."""
+    import pandas as pd
+
     earlier = Path(args.out) / "speed_reps.csv"
     if args.append and earlier.exists():
         old = pd.read_csv(earlier, dtype={"precision": str})
@@ -362,29 +617,42 @@ def main() -> int:
             epoch_time_s=("epoch_time_s", "median"),
             epoch_time_s_min=("epoch_time_s", "min"),
             epoch_time_s_max=("epoch_time_s", "max"),
+            **({"fit_time_s": ("fit_time_s", "median")} if "fit_time_s" in df else {}),
             train_samples_per_sec=("train_samples_per_sec", "median"),
             infer_samples_per_sec=("infer_samples_per_sec", "median"),
             val_auc=("val_auc", "median"),
             peak_rss_mb=("peak_rss_mb", "max"),
             reps=("rep", "count"),
+            **{k: (k, "first") for k in FACTS if k in df},
+            **(
+                {
+                    "gpu_util_pct": ("gpu_util_pct", "median"),
+                    "peak_gpu_mem_mb": ("peak_gpu_mem_mb", "max"),
+                }
+                if "gpu_util_pct" in df
+                else {}
+            ),
         )
         .reset_index()
     )
 
-    def lookup(m, meth, prec):
+    def lookup(m, meth, prec, col="epoch_time_s"):
         s = agg[(agg.model == m) & (agg.method == meth) & (agg.precision == prec)]
-        return float(s.epoch_time_s.iloc[0]) if len(s) else float("nan")
+        return float(s[col].iloc[0]) if len(s) else float("nan")
 
-    agg["harness_over_raw"] = [
-        lookup(r.model, "harness", r.precision) / lookup(r.model, "raw", r.precision)
-        if r.method == "harness"
-        else float("nan")
-        for r in agg.itertuples()
-    ]
+    for col, suffix in (("epoch_time_s", ""), ("fit_time_s", "_fit")):
+        if col in agg:
+            agg[f"harness_over_raw{suffix}"] = [
+                lookup(r.model, "harness", r.precision, col)
+                / lookup(r.model, "raw", r.precision, col)
+                if r.method == "harness"
+                else float("nan")
+                for r in agg.itertuples()
+            ]
     # the reference at its fp32 default against the harness at its fastest measured setting
+    measured = sorted(set(df.precision[df.method == "harness"]))
     fastest = {
-        m: min(args.precisions, key=lambda pr, m=m: lookup(m, "harness", pr))
-        for m in agg.model.unique()
+        m: min(measured, key=lambda pr, m=m: lookup(m, "harness", pr)) for m in agg.model.unique()
     }
     agg["reference_over_harness"] = [
         lookup(r.model, "reference", "32") / lookup(r.model, "harness", r.precision)
@@ -392,20 +660,22 @@ def main() -> int:
         else float("nan")
         for r in agg.itertuples()
     ]
-    agg["train_images"] = args.train_limit or 4708
-    agg["device"] = "cpu"
-    agg["cpu_threads"] = torch.get_num_threads()
-    agg["machine"] = platform.machine()
-    agg["torch"] = torch.__version__
+    agg = agg[[c for c in agg.columns if c not in FACTS] + [c for c in FACTS if c in agg]]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     agg.to_csv(out / "speed.csv", index=False, float_format="%.4g")
     df.to_csv(out / "speed_reps.csv", index=False, float_format="%.4g")
     print(agg.to_string(index=False))
-    if not args.skip_overhead:
-        ov = pd.DataFrame(startup_and_overhead(data_dir))
-        ov.to_csv(out / "overhead.csv", index=False, float_format="%.4g")
-        print(ov.to_string(index=False))
+    return 0
+
+
+def write_overhead(data_dir: Path, out: Path) -> int:
+    import pandas as pd
+
+    ov = pd.DataFrame(startup_and_overhead(data_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    ov.to_csv(out / "overhead.csv", index=False, float_format="%.4g")
+    print(ov.to_string(index=False))
     return 0
 
 

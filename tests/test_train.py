@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -67,6 +68,11 @@ def test_fast_train_writes_record_and_leaderboard_reads_it(make_cfg, tmp_path):
     assert on_disk["env"]["torch"] and on_disk["spec"]["num_classes"] == 3
     run_dir = store.run_dir(record["run_id"])
     assert (run_dir / "predictions_test.csv").exists() and (run_dir / "history.csv").exists()
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.epoch) == [0, 1] and (history.epoch_time_s > 0).all()
+    # the steady epoch time is the second epoch's (the first pays warm-up), within the fit time
+    assert on_disk["cost"]["epoch_time_s"] == pytest.approx(history.epoch_time_s[1], abs=1e-3)
+    assert history.epoch_time_s.sum() <= on_disk["cost"]["train_time_s"]
     assert (run_dir / "checkpoints" / "best.ckpt").exists()
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()
     board, problems = build(cfg.paths.runs_dir, n_boot=50)
