@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -570,6 +572,9 @@ def main() -> int:
         "machine": platform.machine(),
         "torch": torch.__version__,
     }
+    # show where the harness keeps the data ("moving the dataset ... to cuda once")
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("bench.data").setLevel(logging.INFO)
     rows = []
     for model in args.models:
         for rep in range(args.reps):  # methods interleaved per repetition: drift hits all alike
@@ -588,6 +593,7 @@ def main() -> int:
                                 epochs=args.epochs,
                             )
                     except Exception as e:  # one broken cell must not lose the others
+                        traceback.print_exc()
                         print(f"error: {model} {method} {prec} rep {rep}: {e!r}", flush=True)
                         continue
                     rows.append(
