@@ -45,6 +45,7 @@ HASH_EXCLUDE = (
     "force",
     "keep_checkpoints",
     "threads",
+    "progress_refresh_steps",
     "data.root",
     "data.cache_dir",
     "data.num_workers",

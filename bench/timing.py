@@ -6,6 +6,7 @@ import statistics
 import time
 
 import lightning as L
+import torch
 
 
 class ThroughputTimer(L.Callback):
@@ -23,6 +24,9 @@ class ThroughputTimer(L.Callback):
         self._start: float | None = None
         self._epoch_start: float | None = None
         self._epoch = 0
+        self.test_samples = 0
+        self.test_seconds = 0.0
+        self._test_start: float | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         now = time.perf_counter()
@@ -53,6 +57,26 @@ class ThroughputTimer(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._close_epoch(time.perf_counter())
 
+    # inference throughput: the test loop alone (not the checkpoint restore before it)
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        _sync(pl_module)
+        self._test_start = time.perf_counter()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.test_samples += int(batch[0].shape[0])
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if self._test_start is not None:
+            _sync(pl_module)
+            self.test_seconds += time.perf_counter() - self._test_start
+            self._test_start = None
+
+    @property
+    def infer_samples_per_sec(self) -> float | None:
+        if self.test_seconds <= 0 or not self.test_samples:
+            return None
+        return round(self.test_samples / self.test_seconds, 2)
+
     @property
     def samples_per_sec(self) -> float | None:
         return round(self.samples / self.seconds, 2) if self.seconds > 0 else None
@@ -63,3 +87,9 @@ class ThroughputTimer(L.Callback):
         times = list(self.epoch_seconds.values())
         later = times[1:] or times
         return round(statistics.median(later), 4) if later else None
+
+
+def _sync(pl_module) -> None:
+    """Wait for queued GPU work so a timestamp covers it."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)

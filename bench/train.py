@@ -24,7 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from bench import sweep
@@ -167,6 +167,9 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
     )
     timer = ThroughputTimer()
     callbacks = [checkpoint, timer]
+    if cfg.trainer.get("enable_progress_bar", True) and cfg.get("progress_refresh_steps"):
+        # each refresh reads the logged loss back from the device, i.e. waits for the GPU
+        callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.progress_refresh_steps)))
     if cfg.seed is not None:
         callbacks.append(EpochSeed(int(cfg.seed)))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -198,9 +201,7 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
     train_time = time.perf_counter() - start
     best = checkpoint.best_model_path or checkpoint.last_model_path or None
     trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
-    start = time.perf_counter()
     trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
-    test_time = time.perf_counter() - start
 
     record["val"] = task.last_metrics.get("val")
     record["test"] = task.last_metrics.get("test")
@@ -216,15 +217,12 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
         pick = max if task.monitor_mode == "max" else min
         record["best_epoch"] = pick(scored, key=lambda h: h[monitor_col])["epoch"]
     record["epochs_run"] = trainer.current_epoch
-    n_test = len(task.predictions.get("test", {}).get("index", []))
     record["cost"].update(
         {
             "train_time_s": round(train_time, 3),
             "train_samples_per_sec": timer.samples_per_sec,
             "epoch_time_s": timer.steady_epoch_s,
-            "infer_samples_per_sec": round(n_test / test_time, 2)
-            if test_time > 0 and n_test
-            else None,
+            "infer_samples_per_sec": timer.infer_samples_per_sec,
             "peak_mem_mb": round(_peak_mem_mb(trainer.strategy.root_device), 1),
         }
     )

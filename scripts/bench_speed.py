@@ -499,7 +499,13 @@ def main() -> int:
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/medmnist"))
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--methods", nargs="+", default=list(METHODS))
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=3, help="measured repetitions per cell")
+    p.add_argument(
+        "--warmup-reps",
+        type=int,
+        default=None,
+        help="unreported repetitions first (default: 1 on a GPU, 0 on the CPU)",
+    )
     p.add_argument(
         "--precisions",
         nargs="+",
@@ -575,12 +581,21 @@ def main() -> int:
     # show where the harness keeps the data ("moving the dataset ... to cuda once")
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("bench.data").setLevel(logging.INFO)
+    if args.warmup_reps is None:  # the first pass on a GPU pays CUDA init and cuDNN autotuning
+        args.warmup_reps = 1 if device == "cuda" else 0
     rows = []
     for model in args.models:
-        for rep in range(args.reps):  # methods interleaved per repetition: drift hits all alike
+        # methods interleaved per repetition: drift hits all alike
+        for rep in range(args.warmup_reps + args.reps):
             for method in args.methods:
                 for prec in ["32"] if method == "reference" else args.precisions:
-                    row = {"model": model, "method": method, "precision": prec, "rep": rep}
+                    row = {
+                        "model": model,
+                        "method": method,
+                        "precision": prec,
+                        "rep": rep,
+                        "warmup": rep < args.warmup_reps,
+                    }
                     try:
                         with gpu_monitor(device) as gpu:
                             r = METHODS[method](
@@ -613,12 +628,15 @@ def summarise(df, args) -> int:
     """Median/min/max per (model, method, precision), the ratios, and the CSVs."""
     import pandas as pd
 
+    if "warmup" not in df:
+        df["warmup"] = df["rep"] < (args.warmup_reps or 0)
     earlier = Path(args.out) / "speed_reps.csv"
     if args.append and earlier.exists():
         old = pd.read_csv(earlier, dtype={"precision": str})
         df = pd.concat([old[~old.model.isin(args.models)], df], ignore_index=True)
     agg = (
-        df.groupby(["model", "method", "precision"])
+        df[~df.warmup.astype(bool)]
+        .groupby(["model", "method", "precision"])
         .agg(
             epoch_time_s=("epoch_time_s", "median"),
             epoch_time_s_min=("epoch_time_s", "min"),
@@ -671,8 +689,44 @@ def summarise(df, args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     agg.to_csv(out / "speed.csv", index=False, float_format="%.4g")
     df.to_csv(out / "speed_reps.csv", index=False, float_format="%.4g")
+    (out / "speed.md").write_text(markdown_table(agg))
     print(agg.to_string(index=False))
     return 0
+
+
+def markdown_table(agg) -> str:
+    """The README's view of speed.csv."""
+    cols = ["model", "method", "precision", "epoch s (median, min-max)"]
+    cols += ["fit s", "train img/s", "infer img/s", "val AUC"]
+    gpu = "gpu_util_pct" in agg
+    if gpu:
+        cols += ["GPU util %"]
+    cols += ["harness/raw (epoch)", "harness/raw (fit)", "reference/harness"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+    def f(v, fmt="{:.3g}"):
+        return "" if v != v or v is None else fmt.format(v)
+
+    for r in agg.itertuples():
+        cells = [
+            r.model,
+            r.method,
+            r.precision,
+            f"{r.epoch_time_s:.3g} ({r.epoch_time_s_min:.3g}-{r.epoch_time_s_max:.3g})",
+            f(getattr(r, "fit_time_s", float("nan"))),
+            f(r.train_samples_per_sec, "{:.0f}"),
+            f(r.infer_samples_per_sec, "{:.0f}"),
+            f(r.val_auc),
+        ]
+        if gpu:
+            cells.append(f(r.gpu_util_pct))
+        cells += [
+            f(r.harness_over_raw, "{:.2f}"),
+            f(getattr(r, "harness_over_raw_fit", float("nan")), "{:.2f}"),
+            f(r.reference_over_harness, "{:.2f}"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_overhead(data_dir: Path, out: Path) -> int:

@@ -146,6 +146,16 @@ def test_sampler_is_seeded_per_epoch_and_drops_lonely_batch():
     assert sum(len(x) for x in ev) == 33 and len(ev) == 5
 
 
+def test_sampler_puts_indices_on_the_datas_device_once_per_epoch():
+    # "meta" stands in for a GPU: the same permutation, moved as one tensor before it is split
+    cpu = BatchIndexSampler(33, 8, shuffle=True, drop_last=True, seed=1)
+    dev = BatchIndexSampler(33, 8, shuffle=True, drop_last=True, seed=1, device="meta")
+    batches = list(dev)
+    assert all(b.device.type == "meta" for b in batches)
+    assert [b.shape for b in batches] == [b.shape for b in cpu]
+    assert all(b.device.type == "cpu" for b in cpu)
+
+
 @pytest.mark.parametrize("preset", ["light", "heavy"])
 def test_augment_batch_2d_3d_and_masks(preset):
     torch.manual_seed(0)

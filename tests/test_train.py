@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -101,6 +102,25 @@ def test_run_id_ignores_paths_and_logging(make_cfg):
     c = make_cfg(["model=bccnn", *FAST, "seed=1"])
     ids = [compute_run_id(OmegaConf.to_container(x, resolve=True)) for x in (a, b, c)]
     assert ids[0] == ids[1] != ids[2]
+
+
+def test_finite_guard_defers_the_read_but_reports_the_first_bad_step():
+    from bench.errors import NonFiniteLossError
+    from bench.tasks.base import FiniteLossGuard
+
+    guard = FiniteLossGuard(check_every=5, defer=True)  # as on a GPU: no read per step
+    for step, loss in enumerate([1.0, 0.5, 0.4, float("nan")]):
+        guard.update(torch.tensor(loss), step)  # steps 0-3: not read yet, no error
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3"):
+        guard.update(torch.tensor(0.2), 4)  # the 5th step reads the flag
+    eager = FiniteLossGuard(defer=False)  # as on the CPU: read at once
+    eager.update(torch.tensor(1.0), 0)
+    with pytest.raises(NonFiniteLossError, match="step 1"):
+        eager.update(torch.tensor(float("inf")), 1)
+    end = FiniteLossGuard(check_every=50, defer=True)
+    end.update(torch.tensor(float("nan")), 7)
+    with pytest.raises(NonFiniteLossError, match="step 7"):
+        end.check()  # the epoch-end read catches what the interval did not
 
 
 def test_nonfinite_loss_fails_the_run_with_the_step(make_cfg):

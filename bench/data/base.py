@@ -185,6 +185,7 @@ class InMemoryDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            device=ds.images.device if on_gpu else None,
         )
         workers = 0 if on_gpu else self.num_workers
         return DataLoader(

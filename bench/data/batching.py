@@ -50,8 +50,12 @@ class BatchIndexSampler(Sampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        device: torch.device | None = None,
     ) -> None:
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        # indices for data already on a GPU go there once per epoch: one small copy per batch
+        # from pageable memory would make the CPU wait for the GPU at every step
+        self.device = device
         self.seed, self.rank, self.world_size = seed, rank, world_size
         # training ranks get equal shares (DDP needs the same step count); eval ranks all samples
         per_rank = n // world_size if shuffle else len(range(rank, n, world_size))
@@ -76,6 +80,8 @@ class BatchIndexSampler(Sampler):
         else:
             order = torch.arange(self.n)
         order = order[self.rank :: self.world_size][: self.per_rank]
+        if self.device is not None:
+            order = order.to(self.device)
         batches = order.split(self.batch_size)
         if self.drop_last and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]

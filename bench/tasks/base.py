@@ -13,6 +13,39 @@ from bench.models.transfer import classifier_module_name
 from bench.spec import DataSpec
 
 
+class FiniteLossGuard:
+    """Remembers the first step whose loss was NaN/inf and raises when it is read.
+
+    On an accelerator the flag stays on the device and is read every ``check_every`` steps and at
+    the end of each epoch: reading it each step (``bool(tensor)``) would make the CPU wait for
+    the GPU at every step. On the CPU it is read at once.
+    """
+
+    def __init__(self, check_every: int = 50, defer: bool | None = None) -> None:
+        self.check_every = max(1, int(check_every))
+        self.defer = defer
+        self._first_bad: torch.Tensor | None = None
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        defer = loss.device.type != "cpu" if self.defer is None else self.defer
+        if not defer or (step + 1) % self.check_every == 0:
+            self.check()
+
+    def check(self) -> None:
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)
+        if step >= 0:
+            self._first_bad = None
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step}; lower task.optimizer.lr or use precision 32"
+            )
+
+
 class BaseTask(L.LightningModule):
     """Trains any ``model`` on data described by ``spec``; subclasses define loss and metrics.
 
@@ -48,6 +81,7 @@ class BaseTask(L.LightningModule):
         self.predictions: dict[str, dict[str, torch.Tensor]] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.history: list[dict] = []
+        self.finite_guard = FiniteLossGuard()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -87,17 +121,12 @@ class BaseTask(L.LightningModule):
             ):
                 m.eval()
 
-    def guard_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step}; lower task.optimizer.lr or use "
-                "precision 32"
-            )
-
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
         loss = self.loss(self(x), y)
-        self.guard_finite(loss)
+        if self.trainer is not None:
+            self.finite_guard.check_every = self.trainer.log_every_n_steps
+        self.finite_guard.update(loss, self.global_step)
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0]
         )
@@ -151,6 +180,7 @@ class BaseTask(L.LightningModule):
         self._end_eval_epoch("test")
 
     def on_train_epoch_end(self) -> None:
+        self.finite_guard.check()
         row = {"epoch": self.current_epoch, "step": self.global_step}
         loss = self.trainer.callback_metrics.get("train/loss_epoch")
         if loss is not None:
