@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the demo and tests log W&B offline unless credentials say otherwise
 export WANDB_SILENT := true
 
-.PHONY: install demo test test-fast lint format speed clean
+.PHONY: install demo test test-fast lint format speed speed-gpu clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,14 @@ format: install
 	$(BIN)/ruff format bench tests scripts
 	$(BIN)/ruff check --fix bench tests scripts
 
+# the published CPU table (results/speed/): about an hour on 2 cores
 speed: install
-	$(BIN)/python scripts/bench_speed.py
+	$(BIN)/python scripts/bench_speed.py --models bccnn mobilenetv2 resnet50 --reps 3 --precisions 32 --skip-overhead
+	$(BIN)/python scripts/bench_speed.py --models resnet18_ss --reps 2 --precisions 32 --append
+
+# the GPU table (results/speed/gpu/): data on the device, 3 epochs per cell, 1 warm-up repetition
+speed-gpu: install
+	$(BIN)/python scripts/bench_speed.py --device cuda --reps 3 --epochs 3 --out results/speed/gpu
 
 clean:
 	rm -rf outputs multirun runs/demo .pytest_cache

@@ -52,7 +52,7 @@ MODELS = {  # name -> (registry name, builder kwargs)
 }
 EVAL_BATCH = 256  # harness and raw loop alike; the reference keeps its 128
 FACTS = ("epochs", "train_images", "device", "cpu_threads", "machine", "torch")
-PRECISIONS = {"32": ("32-true", False), "bf16_cl": ("bf16-mixed", True)}
+PRECISIONS = {"32": ("32-true", False), "32_cl": ("32-true", True), "bf16_cl": ("bf16-mixed", True)}
 
 
 def peak_rss_mb() -> float:
@@ -509,9 +509,10 @@ def main() -> int:
     p.add_argument(
         "--precisions",
         nargs="+",
-        default=list(PRECISIONS),
-        help="harness/raw precisions: 32 and/or bf16_cl (bf16 autocast + "
-        "channels_last; only pays on CPUs with native bf16 and on GPUs)",
+        default=["32", "bf16_cl"],
+        choices=list(PRECISIONS),
+        help="harness/raw settings: 32 (fp32), 32_cl (fp32 + channels_last), bf16_cl (bf16 "
+        "autocast + channels_last; pays on GPUs and CPUs with native bf16 only)",
     )
     p.add_argument(
         "--train-limit",
@@ -585,9 +586,11 @@ def main() -> int:
         args.warmup_reps = 1 if device == "cuda" else 0
     rows = []
     for model in args.models:
-        # methods interleaved per repetition: drift hits all alike
+        # methods interleaved per repetition, their order rotated: drift and whatever the
+        # previous cell leaves behind (allocator state, caches) hit every method alike
         for rep in range(args.warmup_reps + args.reps):
-            for method in args.methods:
+            k = rep % len(args.methods)
+            for method in args.methods[k:] + args.methods[:k]:
                 for prec in ["32"] if method == "reference" else args.precisions:
                     row = {
                         "model": model,
