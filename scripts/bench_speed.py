@@ -530,6 +530,11 @@ def main() -> int:
     )
     p.add_argument("--startup-probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="cProfile one harness run of the first model (after a warm-up run) into FILE",
+    )
+    p.add_argument(
         "--aggregate-from",
         help="summarise repetitions already measured (speed_reps.csv, or a log of JSON rows)",
     )
@@ -559,6 +564,8 @@ def main() -> int:
             lines = [ln for ln in src.read_text().splitlines() if ln.startswith("{")]
             df = pd.DataFrame([json.loads(ln) for ln in lines])
         return summarise(df, args)
+    if args.profile:
+        return profile_harness(args, data_dir)
     if args.overhead_only:
         return write_overhead(data_dir, Path(args.out))
     import torch
@@ -730,6 +737,32 @@ def markdown_table(agg) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def profile_harness(args, data_dir: Path) -> int:
+    """Where the harness's time goes: cumulative cProfile of one run, after a warm-up run."""
+    import cProfile
+    import io
+    import pstats
+
+    device = "cuda" if args.device == "cuda" else "cpu"
+    precision = args.precisions[0]
+    run = [args.models[0], precision, data_dir, args.train_limit]
+    harness(*run, seed=0, device=device, epochs=args.epochs)  # warm-up: imports, caches
+    prof = cProfile.Profile()
+    prof.enable()
+    result = harness(*run, seed=1, device=device, epochs=args.epochs)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(60)
+    header = (
+        f"# bench_speed.py --profile: {args.models[0]} {precision} on {device}, "
+        f"train images {args.train_limit or 4708}, epochs {args.epochs}\n# {json.dumps(result)}\n"
+    )
+    Path(args.profile).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.profile).write_text(header + text.getvalue())
+    print(f"wrote {args.profile}")
+    return 0
 
 
 def write_overhead(data_dir: Path, out: Path) -> int:

@@ -141,6 +141,8 @@ def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_pat
     )
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "runs").glob("*/checkpoints/last.ckpt")):
+        if proc.poll() is not None:  # ended before its first checkpoint: say why, don't wait
+            pytest.fail(f"run ended early (exit {proc.returncode}): {proc.stdout.read()[-2000:]}")
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
