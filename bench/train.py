@@ -24,7 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from bench import sweep
@@ -167,12 +167,16 @@ def fit_and_test(cfg: DictConfig, record: dict, run_dir: Path, resume: str | Non
     )
     timer = ThroughputTimer()
     callbacks = [checkpoint, timer]
-    if cfg.trainer.get("enable_progress_bar", True) and cfg.get("progress_refresh_steps"):
-        # each refresh reads the logged loss back from the device, i.e. waits for the GPU
-        callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.progress_refresh_steps)))
     if cfg.seed is not None:
         callbacks.append(EpochSeed(int(cfg.seed)))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if (
+        cfg.trainer.get("enable_progress_bar", True)
+        and cfg.get("progress_refresh_steps")
+        and not any(isinstance(c, ProgressBar) for c in callbacks)
+    ):
+        # each refresh reads the logged loss back from the device, i.e. waits for the GPU
+        callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.progress_refresh_steps)))
     name, group, _ = _hydra_context(record["run_id"])
     logger = build_logger(
         OmegaConf.to_container(cfg.logger, resolve=True),

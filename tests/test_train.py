@@ -104,6 +104,18 @@ def test_run_id_ignores_paths_and_logging(make_cfg):
     assert ids[0] == ids[1] != ids[2]
 
 
+def test_progress_bar_refresh_and_a_users_own_bar(make_cfg):
+    on = [*FAST, "trainer.enable_progress_bar=true", "progress_refresh_steps=3"]
+    cfg = make_cfg(["model=bccnn", *on])
+    assert train(cfg)["status"] == "done"
+    # a bar from the callbacks group replaces ours (Lightning refuses two bars)
+    own = ["+callbacks.bar._target_=lightning.pytorch.callbacks.TQDMProgressBar"]
+    own.append("+callbacks.bar.refresh_rate=7")
+    cfg = make_cfg(["model=bccnn", *on, *own, "seed=5"])
+    record = train(cfg)
+    assert record["status"] == "done", record.get("error")
+
+
 def test_finite_guard_defers_the_read_but_reports_the_first_bad_step():
     from bench.errors import NonFiniteLossError
     from bench.tasks.base import FiniteLossGuard
