@@ -124,13 +124,17 @@ def log_run_summary(
     media: dict[str, Any] = {}
     if spec.kind == "segmentation":
         labels = dict(enumerate(names))
+        pred_masks, true_masks = preds["pred"], preds["target"]
+        if spec.spatial_dims == 3:  # the middle slice of each volume
+            mid = raw.shape[2] // 2
+            raw, pred_masks, true_masks = raw[:, :, mid], pred_masks[:, mid], true_masks[:, mid]
         media["test/samples"] = [
             wandb.Image(
                 raw[i].float().mean(0).numpy(),
                 masks={
-                    "prediction": {"mask_data": preds["pred"][i].numpy(), "class_labels": labels},
+                    "prediction": {"mask_data": pred_masks[i].numpy(), "class_labels": labels},
                     "ground_truth": {
-                        "mask_data": preds["target"][i].numpy(),
+                        "mask_data": true_masks[i].numpy(),
                         "class_labels": labels,
                     },
                 },

@@ -185,6 +185,27 @@ def test_synthetic_sets_are_deterministic_and_cached(tmp_path):
     assert masks.shape == (6, 32, 32) and set(masks.unique().tolist()) == {0, 1, 2}
 
 
+def test_synthetic_segmentation_volumes(tmp_path):
+    from bench.errors import ConfigError
+
+    kw = {"size": 16, "n_train": 4, "n_val": 2, "n_test": 2, "cache_dir": str(tmp_path)}
+    vol = SyntheticSegDataModule(spatial_dims=3, **kw)
+    vol.setup()
+    images, masks = vol.splits["train"].images, vol.splits["train"].targets
+    assert vol.spec.spatial_dims == 3 and vol.spec.input_size == (16, 16, 16)
+    assert images.shape == (4, 1, 16, 16, 16) and masks.shape == (4, 16, 16, 16)
+    assert set(masks.unique().tolist()) == {0, 1, 2}
+    # lesions are brighter (class 1) or darker (class 2) than the background around them
+    x = images.float()[:, 0]
+    assert x[masks == 1].mean() > x[masks == 0].mean() > x[masks == 2].mean()
+    flat = SyntheticSegDataModule(**kw)  # 2D and 3D caches are separate files
+    flat.setup()
+    assert flat.splits["train"].targets.shape == (4, 16, 16)
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    with pytest.raises(ConfigError, match="data.spatial_dims must be 2"):
+        SyntheticSegDataModule(spatial_dims=4, **kw)
+
+
 def _write_folder(root, patients=6, per_patient=3, classes=("benign", "malignant")):
     from PIL import Image
 

@@ -49,3 +49,20 @@ def test_disabled_wandb_writes_nothing(tmp_path):
     run_cli(args, tmp_path, env={"WANDB_MODE": "disabled"}, check=True)
     assert not list(tmp_path.rglob("wandb"))
     assert len(list((tmp_path / "runs").glob("*/record.json"))) == 1
+
+
+@pytest.mark.slow
+def test_offline_wandb_3d_segmentation_logs_middle_slices_with_masks(tmp_path):
+    args = ["bench-train", "data=synthetic_seg3d", "data.size=16", "data.n_train=8"]
+    args += ["data.n_val=4", "data.n_test=4", "data.batch_size=4", "model=unet", "model.depth=2"]
+    args += ["model.base_width=4", "logger=wandb", "trainer.max_epochs=1"]
+    args += ["trainer.enable_progress_bar=false"]
+    proc = run_cli(args, tmp_path, env={"WANDB_MODE": "offline"}, check=True)
+    (run,) = (tmp_path / "outputs").rglob("offline-run-*")
+    samples = list(run.rglob("media/images/test/samples_*.png"))
+    assert len(samples) == 4, proc.stderr[-3000:]
+    from PIL import Image
+
+    assert Image.open(samples[0]).size == (16, 16)  # a slice, not a volume
+    masks = list(run.rglob("media/images/mask/test/samples_*.mask.png"))  # W&B dedups by hash
+    assert masks and all(Image.open(m).size == (16, 16) for m in masks)

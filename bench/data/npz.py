@@ -107,12 +107,19 @@ def check_labels(
     return labels.astype(np.int64)
 
 
-def check_masks(masks: np.ndarray, images: np.ndarray, key: str, path: Path, num_classes: int):
+def check_masks(
+    masks: np.ndarray,
+    images: np.ndarray,
+    key: str,
+    path: Path,
+    num_classes: int,
+    spatial_dims: int = 2,
+):
     if masks.shape[0] != images.shape[0]:
         raise DataFormatError(
             f"{path}: {key} has {masks.shape[0]} masks for {images.shape[0]} images"
         )
-    spatial = images.shape[1:3] if images.ndim in (3, 4) else images.shape[1:4]
+    spatial = images.shape[1 : 1 + spatial_dims]
     if tuple(masks.shape[1 : 1 + len(spatial)]) != tuple(spatial):
         raise DataFormatError(
             f"{path}: {key} masks are {tuple(masks.shape[1:])}, images are {tuple(spatial)}; "

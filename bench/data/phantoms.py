@@ -83,19 +83,21 @@ def classification_phantoms(
 
 
 def segmentation_phantoms(
-    n: int, size: int, num_classes: int, seed: int, contrast: float = 0.35
+    n: int, size: int, num_classes: int, seed: int, contrast: float = 0.35, dims: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` uint8 2D images and masks: each foreground class is drawn as 1-2 lesions of a kind."""
+    """``n`` uint8 images and masks, (n, *[size]*dims) each: every foreground class is drawn as
+    1-2 lesions of its kind (blob, streak, ring; spheres/tubes/shells in 3D)."""
     rng = np.random.default_rng(seed)
-    img = _background(rng, n, size, 2)
-    masks = np.zeros((n, size, size), dtype=np.uint8)
-    coords = _grid(size, 2)
+    img = _background(rng, n, size, dims)
+    masks = np.zeros((n, *[size] * dims), dtype=np.uint8)
+    coords = _grid(size, dims)
     for i in range(n):
         for cls in range(1, num_classes):
             for _ in range(rng.integers(1, 3)):
                 kind = ("blob", "streak", "ring")[(cls - 1) % 3]
-                centre = rng.uniform(-0.6, 0.6, 2).astype(np.float32)
-                radius = rng.uniform(0.12, 0.22)
+                centre = rng.uniform(-0.6, 0.6, dims).astype(np.float32)
+                # a 3D lesion of the 2D radius would fill ~0.1 % of a volume: grow it
+                radius = rng.uniform(0.12, 0.22) * (1.6 if dims == 3 else 1.0)
                 field = _shape_field(kind, coords, centre, radius, rng.uniform(0, np.pi))
                 sign = 1 if cls % 2 else -1
                 img[i] += sign * contrast * field

@@ -20,19 +20,21 @@ from bench.data.npz import (
 )
 from bench.data.phantoms import segmentation_phantoms
 from bench.data.synthetic import cached_npz
-from bench.errors import DatasetNotFoundError
+from bench.errors import ConfigError, DatasetNotFoundError
 from bench.spec import DataSpec
 
 
-def load_segmentation_npz(path: Path, num_classes: int, mask_key: str = "label") -> dict:
+def load_segmentation_npz(
+    path: Path, num_classes: int, mask_key: str = "label", spatial_dims: int = 2
+) -> dict:
     npz = open_npz(path)
     out = {}
     for split in SPLITS:
         images = read_array(npz, f"{split}_images", path)
         masks = read_array(npz, f"{split}_{mask_key}", path)
-        check_images(images, f"{split}_images", path, (3, 4))
-        masks = check_masks(masks, images, f"{split}_{mask_key}", path, num_classes)
-        out[split] = (to_channels_first(images, 2), masks)
+        check_images(images, f"{split}_images", path, (4, 5) if spatial_dims == 3 else (3, 4))
+        masks = check_masks(masks, images, f"{split}_{mask_key}", path, num_classes, spatial_dims)
+        out[split] = (to_channels_first(images, spatial_dims), masks)
     return out
 
 
@@ -100,17 +102,29 @@ class SyntheticSegDataModule(InMemoryDataModule):
         data_seed: int = 1234,
         contrast: float = 0.5,
         cache_dir: str = "data/synthetic",
+        spatial_dims: int = 2,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if spatial_dims not in (2, 3):
+            raise ConfigError(
+                f"data.spatial_dims must be 2 (images) or 3 (volumes), got {spatial_dims}"
+            )
         self.name, self.size, self.num_classes = name, int(size), int(num_classes)
+        self.dims = int(spatial_dims)
         self.counts = {"train": n_train, "val": n_val, "test": n_test}
         self.data_seed, self.contrast, self.cache_dir = data_seed, contrast, cache_dir
 
     def base_spec(self) -> DataSpec:
         names = ("background", "blob", "streak", "ring")[: self.num_classes]
         return DataSpec(
-            self.name, "segmentation", 2, 1, self.num_classes, (self.size, self.size), names
+            self.name,
+            "segmentation",
+            self.dims,
+            1,
+            self.num_classes,
+            (self.size,) * self.dims,
+            names,
         )
 
     @property
@@ -122,6 +136,7 @@ class SyntheticSegDataModule(InMemoryDataModule):
             "seed": self.data_seed,
             "contrast": self.contrast,
             "v": 1,
+            **({"dims": 3} if self.dims == 3 else {}),  # 2D keeps its existing cache file
         }
 
         def build():
@@ -133,6 +148,7 @@ class SyntheticSegDataModule(InMemoryDataModule):
                     self.num_classes,
                     self.data_seed * 10 + i,
                     self.contrast,
+                    self.dims,
                 )
                 arrays[f"{split}_images"], arrays[f"{split}_label"] = x, m
             return arrays
@@ -143,4 +159,4 @@ class SyntheticSegDataModule(InMemoryDataModule):
         self.path  # noqa: B018 - builds the cache once
 
     def load_splits(self):
-        return load_segmentation_npz(self.path, self.num_classes)
+        return load_segmentation_npz(self.path, self.num_classes, spatial_dims=self.dims)
