@@ -45,7 +45,7 @@ def test_summary_drops_warmup_takes_medians_and_ratios(tmp_path):
     out = tmp_path / "out"
     subprocess.run(
         [sys.executable, str(SCRIPT), "--aggregate-from", str(log), "--warmup-reps", "1"]
-        + ["--out", str(out)],
+        + ["--out", str(out), "--data-dir", str(tmp_path / "no-data")],  # needs no data
         check=True,
         capture_output=True,
     )
@@ -57,6 +57,21 @@ def test_summary_drops_warmup_takes_medians_and_ratios(tmp_path):
     assert agg.loc["harness", "harness_over_raw_fit"] == pytest.approx(1.3)
     assert agg.loc["harness", "reference_over_harness"] == pytest.approx(2.5)
     assert "| m | harness | 32 | 12 (11-13)" in (out / "speed.md").read_text()
+
+
+@pytest.mark.parametrize("content", [None, "no json rows here\n"])
+def test_aggregate_from_a_missing_or_empty_log_is_one_line(tmp_path, content):
+    log = tmp_path / "log.txt"
+    if content is not None:
+        log.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--aggregate-from", str(log), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --aggregate-from") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "speed.csv").exists()
 
 
 @pytest.mark.slow
