@@ -37,8 +37,9 @@ class ThroughputTimer(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += int(batch[0].shape[0])
 
-    def _stop(self) -> None:
+    def _stop(self, pl_module) -> None:
         if self._start is not None:
+            _sync(pl_module)  # once per epoch: the steps queued on a GPU belong to this interval
             self.seconds += time.perf_counter() - self._start
             self._start = None
 
@@ -49,10 +50,10 @@ class ThroughputTimer(L.Callback):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.training or trainer.state.fn == "fit":
-            self._stop()
+            self._stop(pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._stop()
+        self._stop(pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._close_epoch(time.perf_counter())

@@ -111,7 +111,7 @@ class SyntheticSegDataModule(InMemoryDataModule):
                 f"data.spatial_dims must be 2 (images) or 3 (volumes), got {spatial_dims}"
             )
         self.name, self.size, self.num_classes = name, int(size), int(num_classes)
-        self.dims = int(spatial_dims)
+        self.spatial_dims = int(spatial_dims)
         self.counts = {"train": n_train, "val": n_val, "test": n_test}
         self.data_seed, self.contrast, self.cache_dir = data_seed, contrast, cache_dir
 
@@ -120,10 +120,10 @@ class SyntheticSegDataModule(InMemoryDataModule):
         return DataSpec(
             self.name,
             "segmentation",
-            self.dims,
+            self.spatial_dims,
             1,
             self.num_classes,
-            (self.size,) * self.dims,
+            (self.size,) * self.spatial_dims,
             names,
         )
 
@@ -136,7 +136,7 @@ class SyntheticSegDataModule(InMemoryDataModule):
             "seed": self.data_seed,
             "contrast": self.contrast,
             "v": 1,
-            **({"dims": 3} if self.dims == 3 else {}),  # 2D keeps its existing cache file
+            **({"dims": 3} if self.spatial_dims == 3 else {}),  # 2D keeps its existing cache file
         }
 
         def build():
@@ -148,7 +148,7 @@ class SyntheticSegDataModule(InMemoryDataModule):
                     self.num_classes,
                     self.data_seed * 10 + i,
                     self.contrast,
-                    self.dims,
+                    self.spatial_dims,
                 )
                 arrays[f"{split}_images"], arrays[f"{split}_label"] = x, m
             return arrays
@@ -159,4 +159,4 @@ class SyntheticSegDataModule(InMemoryDataModule):
         self.path  # noqa: B018 - builds the cache once
 
     def load_splits(self):
-        return load_segmentation_npz(self.path, self.num_classes, spatial_dims=self.dims)
+        return load_segmentation_npz(self.path, self.num_classes, spatial_dims=self.spatial_dims)

@@ -113,6 +113,10 @@ class BaseTask(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
 
+    def on_train_start(self) -> None:
+        # the device-side finite-loss flag is read when Lightning logs anyway
+        self.finite_guard.check_every = self.trainer.log_every_n_steps
+
     def on_train_epoch_start(self) -> None:
         # frozen layers keep their BatchNorm statistics (a true linear probe)
         for m in self.model.modules():
@@ -124,8 +128,6 @@ class BaseTask(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
         loss = self.loss(self(x), y)
-        if self.trainer is not None:
-            self.finite_guard.check_every = self.trainer.log_every_n_steps
         self.finite_guard.update(loss, self.global_step)
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0]
