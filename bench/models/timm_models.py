@@ -69,26 +69,27 @@ register_model("resnet50", source="timm", notes="timm resnet50; small_input_stem
 )
 
 
-@register_model("xception", source="timm", notes="timm legacy_xception (xception41/65 by variant)")
-def xception(
-    spec: DataSpec,
-    variant: str = "legacy_xception",
-    pretrained: bool = False,
-    drop_rate: float = 0.0,
-    **_,
-) -> nn.Module:
-    return create_timm(variant, spec, pretrained, drop_rate=drop_rate)
+def _family(default_variant: str):
+    """A builder for a family of timm models chosen by ``model.variant``."""
+
+    def build(
+        spec: DataSpec,
+        variant: str = default_variant,
+        pretrained: bool = False,
+        drop_rate: float = 0.0,
+        **_,
+    ) -> nn.Module:
+        return create_timm(variant, spec, pretrained, drop_rate=drop_rate)
+
+    return build
 
 
-@register_model("mobilenet", source="timm", notes="MobileNetV2 (v3 small/large by variant)")
-def mobilenet(
-    spec: DataSpec,
-    variant: str = "mobilenetv2_100",
-    pretrained: bool = False,
-    drop_rate: float = 0.0,
-    **_,
-) -> nn.Module:
-    return create_timm(variant, spec, pretrained, drop_rate=drop_rate)
+register_model("xception", source="timm", notes="timm legacy_xception (xception41/65 by variant)")(
+    _family("legacy_xception")
+)
+register_model("mobilenet", source="timm", notes="MobileNetV2 (v3 small/large by variant)")(
+    _family("mobilenetv2_100")
+)
 
 
 @register_model("inception_v3", source="timm", min_input_size=75, notes="needs >= 75px")
