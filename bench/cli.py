@@ -1,38 +1,73 @@
-"""The CLI edge: catch user mistakes early and print them as one line.
+"""The CLI edge: a fast ``--help``, overrides checked before Hydra composes, one-line errors, and
+an exit code that says how the run or sweep ended.
 
-``-v``/``--verbose`` or ``HYDRA_FULL_ERROR=1`` shows full tracebacks instead.
+``-v``/``--verbose`` or ``HYDRA_FULL_ERROR=1`` shows full tracebacks instead. This module
+imports nothing heavy (no torch, no Lightning) until a run actually starts.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.errors import BenchError, ConfigError, UnknownOptionError, one_line
+from bench.paths import conf_dir
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# config groups that are plumbing, not choices a user makes
+HIDDEN_GROUPS = ("local",)
 
 
-def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
-    """``{group: [options]}`` for every config group folder (nested ones as ``hydra/launcher``)."""
+def config_groups(root: Path | None = None) -> dict[str, list[str]]:
+    """``{group: [options]}`` for every config group folder (nested ones as ``hydra/launcher``);
+    partials (``_common.yaml``) are not options."""
+    root = root or conf_dir()
     groups: dict[str, list[str]] = {}
-    for d in sorted(p for p in conf_dir.rglob("*") if p.is_dir()):
+    for d in sorted(p for p in root.rglob("*") if p.is_dir() and "__pycache__" not in p.parts):
         options = sorted(f.stem for f in d.glob("*.yaml") if not f.stem.startswith("_"))
         if options:
-            groups[d.relative_to(conf_dir).as_posix()] = options
+            groups[d.relative_to(root).as_posix()] = options
     return groups
 
 
-def precheck_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
+def help_text(root: Path | None = None) -> str:
+    groups = config_groups(root)
+    lines = [
+        "usage: bench-train [-m] [-v] [key=value ...] [group=option ...]",
+        "",
+        "Compose data x model x task x trainer with Hydra and run it as a Lightning job;",
+        "-m runs a sweep over comma-separated values (seed=0,1,2). Each run writes",
+        "runs/<run_id>/record.json; bench-leaderboard and bench-report read them.",
+        "",
+        "config groups (group=option):",
+    ]
+    for group, options in groups.items():
+        if group in HIDDEN_GROUPS:
+            continue
+        prefix = "+" if group == "combo" else ""
+        lines.append(f"  {prefix}{group:<16} {', '.join(options)}")
+    lines += [
+        "",
+        "examples:",
+        "  bench-train data=pneumoniamnist model=paper_resnet18 experiment=medmnist_protocol",
+        "  bench-train -m data=retinamnist model=bccnn,mobilenet seed=0,1,2",
+        "  bench-train -m hparams_search=bccnn_lr data=pneumoniamnist model=bccnn",
+        "",
+        "other flags: -v (full tracebacks), --cfg job (print the composed config),",
+        "             --hydra-help (Hydra's own help)",
+    ]
+    return "\n".join(lines)
+
+
+def precheck_overrides(args: list[str], root: Path | None = None) -> None:
     """Parse ``key=value`` overrides and check group options exist, before Hydra composes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
-    groups = config_groups(conf_dir)
+    groups = config_groups(root)
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -48,7 +83,11 @@ def precheck_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
         # hydra/* groups also hold plugin configs (joblib, submitit_*): Hydra checks those
         if group not in groups or ov.is_delete() or group.startswith("hydra/"):
             continue
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
+        if ov.is_sweep_override():
+            values = list(ov.sweep_string_iterator())
+        else:
+            value = ov.value()
+            values = [str(v) for v in value] if isinstance(value, list) else [value]
         for value in values:
             if value is None or str(value) == "null":
                 continue
@@ -68,37 +107,53 @@ def exit_code_of(fn: Callable[[], int]) -> int:
         return e.exit_code
 
 
-def run_cli(
-    hydra_main: Callable[[], None],
-    last_run: Callable[[], dict | None],
-    last_summary: Callable[[], object | None],
-) -> None:
-    """Run a Hydra main with one-line errors; exit with the number of failed runs (max 125)."""
+def _exit_code(outcome: dict | None) -> int:
+    """0 when everything finished; the number of failed runs (max 125) otherwise."""
+    if not outcome:
+        return 0
+    if outcome.get("kind") == "sweep":
+        print(
+            f"sweep finished: {outcome['total']} jobs, {outcome['done']} done, "
+            f"{outcome['failed']} failed, {outcome['skipped']} skipped, "
+            f"{outcome['interrupted']} interrupted",
+            file=sys.stderr,
+        )
+        return min(int(outcome.get("failed", 0)), 125)
+    if outcome.get("status") == "failed":
+        print(f"error: run {outcome['run_id']} failed: {outcome.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def train_cli() -> None:
+    """Console script ``bench-train``: fast help, one-line errors, exit code = failed runs."""
     argv = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return
     verbose = any(a in ("-v", "--verbose") for a in argv)
     sys.argv = [sys.argv[0], *[a for a in argv if a not in ("-v", "--verbose")]]
     full = verbose or os.environ.get("HYDRA_FULL_ERROR") == "1"
     if verbose:
         os.environ["HYDRA_FULL_ERROR"] = "1"
+    fd, outcome_file = tempfile.mkstemp(prefix="medbench-outcome-", suffix=".json")
+    os.close(fd)
+    os.environ["MEDBENCH_OUTCOME_FILE"] = outcome_file
     try:
-        precheck_overrides(sys.argv[1:])
-        hydra_main()
-    except BenchError as e:
-        if full:
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    summary = last_summary()
-    if summary is not None:
-        failed = getattr(summary, "failed", 0)
-        print(summary.line(), file=sys.stderr)
-        if failed:
-            sys.exit(min(int(failed), 125))
-        return
-    run = last_run()
-    if run and run.get("status") == "failed":
-        print(f"error: run {run['run_id']} failed: {run.get('error')}", file=sys.stderr)
-        sys.exit(1)
+        try:
+            precheck_overrides(sys.argv[1:])
+            from bench.train import main
 
+            main()
+        except BenchError as e:
+            if full:
+                raise
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        from bench.sweep import read_outcome
 
-logging.getLogger("bench").setLevel(logging.INFO)
+        code = _exit_code(read_outcome(outcome_file))
+    finally:
+        Path(outcome_file).unlink(missing_ok=True)
+    if code:
+        sys.exit(code)

@@ -7,7 +7,6 @@ writes ``runs/<run_id>/explain/gradcam.png``; ``bench-report`` embeds it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -17,6 +16,27 @@ from torch import nn
 
 from bench.cli import exit_code_of
 from bench.errors import ConfigError
+from bench.records import RunRecord, load_record
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    """The finished run's record, or a one-line error saying what is wrong with the folder."""
+    try:
+        record = load_record(run_dir)
+    except (OSError, ValueError, TypeError):
+        raise ConfigError(f"{run_dir} has no readable record.json; pass a run folder") from None
+    if not record.done:
+        raise ConfigError(f"run {record.run_id} is {record.status}, not done")
+    return record
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    path = Path(run_dir) / "checkpoints" / "best.ckpt"
+    if not path.exists():
+        raise ConfigError(
+            f"{path} is missing (the run kept no checkpoint); rerun it with checkpoint.keep=best"
+        )
+    return path
 
 
 def last_conv(model: nn.Module) -> nn.Module:
@@ -58,27 +78,15 @@ def explain_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None)
     from bench.spec import DataSpec
 
     run_dir = Path(run_dir)
-    try:
-        record = json.loads((run_dir / "record.json").read_text())
-    except (OSError, ValueError):
-        raise ConfigError(f"{run_dir} has no readable record.json; pass a run folder") from None
-    if record.get("status") != "done":
-        raise ConfigError(f"run {record.get('run_id')} is {record.get('status')}, not done")
-    spec = DataSpec(
-        **{
-            **record["spec"],
-            "input_size": tuple(record["spec"]["input_size"]),
-            "label_names": tuple(record["spec"]["label_names"]),
-        }
-    )
+    record = load_run(run_dir)
+    spec = DataSpec.from_dict(record.spec)
     if spec.kind != "classification" or spec.spatial_dims != 2:
         raise ConfigError(
             f"bench-explain handles 2D classifiers; this run is {spec.spatial_dims}D {spec.kind}"
         )
-    cfg = OmegaConf.create(record["config"])
+    cfg = OmegaConf.create(record.config)
     model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
-    ckpt = run_dir / "checkpoints" / "best.ckpt"
-    model.load_state_dict(read_state_dict(ckpt))
+    model.load_state_dict(read_state_dict(best_checkpoint(run_dir)))
     dm = instantiate(cfg.data)
     dm.setup("test")
     ds = dm.splits["test"]

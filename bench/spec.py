@@ -41,6 +41,16 @@ class DataSpec:
         """Logits the model must produce (2 for binary: softmax over two, as MedMNIST does)."""
         return self.num_classes
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DataSpec:
+        return cls(
+            **{
+                **d,
+                "input_size": tuple(d["input_size"]),
+                "label_names": tuple(d.get("label_names") or ()),
+            }
+        )
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)

@@ -1,16 +1,24 @@
-"""Experiment loggers: W&B (online/offline chosen automatically), CSV, or none.
+"""Experiment trackers from the ``logger`` config group (Hydra ``_target_`` configs).
 
-W&B goes online only when credentials exist (``WANDB_API_KEY`` or a ``~/.netrc`` entry made by
-``wandb login``); otherwise it runs offline with a one-line hint about ``wandb sync``.
+``conf/logger/<name>.yaml`` each add one entry under ``logger:``; ``logger=[wandb,csv]`` combines
+them (as in lightning-hydra-template). :func:`build_loggers` instantiates every entry and hands
+each the run's name, group, tags, id and config where its class takes them. W&B goes online only
+when credentials exist (``WANDB_API_KEY`` or ``wandb login``); otherwise it runs offline with a
+one-line hint about ``wandb sync``; ``mode: disabled`` builds no W&B logger at all.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import netrc
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,66 +48,111 @@ def resolve_wandb_mode(mode: str | None) -> str:
     return mode
 
 
-def build_logger(
-    logger_cfg: dict,
-    *,
-    run_name: str,
-    group: str,
-    tags: list[str],
-    config: dict,
-    save_dir: Path,
-    run_id: str,
-) -> Any:
-    """A Lightning logger from ``conf/logger/<kind>.yaml`` values (False for none)."""
-    kind = logger_cfg.get("kind", "none")
-    if kind == "none":
-        return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+def wandb_logger(
+    project: str = "medbench",
+    entity: str | None = None,
+    job_type: str = "train",
+    mode: str | None = "auto",
+    save_dir: str = ".",
+    name: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    config: dict | None = None,
+    id: str | None = None,
+):
+    """A Lightning ``WandbLogger`` with the mode resolved, or None when W&B is disabled."""
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
 
-        return CSVLogger(save_dir=str(save_dir), name="csv", version=run_id)
-    if kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
-
-        mode = resolve_wandb_mode(logger_cfg.get("mode"))
-        save_dir.mkdir(parents=True, exist_ok=True)
-        return WandbLogger(
-            project=logger_cfg.get("project", "medbench"),
-            entity=logger_cfg.get("entity"),
-            name=run_name,
-            group=group,
-            job_type=logger_cfg.get("job_type", "train"),
-            tags=tags,
-            save_dir=str(save_dir),
-            mode=mode,
-            config=config,
-            log_model=False,
-        )
-    raise ValueError(f"unknown logger kind {kind!r}")
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    logger = WandbLogger(
+        project=project,
+        entity=entity,
+        name=name,
+        group=group,
+        job_type=job_type,
+        tags=tags,
+        save_dir=save_dir,
+        mode=mode,
+        config=config,
+        log_model=False,
+    )
+    # Lightning always passes wandb's deprecated `anonymous` setting, which makes wandb warn
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
-def finish_wandb(logger: Any) -> None:
-    """Close the W&B run so the next multirun job starts a new one."""
-    if logger is False or logger is None:
-        return
-    try:
-        import wandb
+def build_loggers(logger_cfg: dict | None, **run: Any) -> list:
+    """Instantiate every ``logger.<name>`` entry; ``run`` holds name, group, tags, id, version,
+    config and run_name, each passed to the loggers whose class takes it and whose config does
+    not set it already."""
+    from hydra.utils import get_method, instantiate
 
-        if wandb.run is not None:
-            wandb.finish()
-    except Exception as e:  # never let logging teardown hide the run's own outcome
-        log.warning("wandb.finish() failed: %s", e)
+    loggers = []
+    for key, cfg in (logger_cfg or {}).items():
+        if not cfg or "_target_" not in cfg:
+            continue
+        target = get_method(cfg["_target_"])
+        params = inspect.signature(target).parameters
+        extras = {k: v for k, v in run.items() if k in params and k not in cfg}
+        try:
+            logger = instantiate(cfg, _partial_=True)(**extras)
+        except Exception as e:
+            cause = e
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, ImportError):  # an optional tracker whose package is absent
+                raise ConfigError(
+                    f"logger={key} needs a package that is not installed ({cause}); "
+                    "pip install 'medbench[trackers]'"
+                ) from None
+            raise
+        if logger is not None:
+            loggers.append(logger)
+    return loggers
+
+
+def is_wandb(logger: Any) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(logger, WandbLogger)
+
+
+def finish_trackers(loggers: list) -> None:
+    """Close the trackers so the next multirun job starts new runs (W&B: ``wandb.finish()``)."""
+    for logger in loggers:
+        try:
+            if is_wandb(logger):
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.finish()
+            else:
+                logger.finalize("success")
+        except Exception as e:  # never let logging teardown hide the run's own outcome
+            log.warning("closing %s failed: %s", type(logger).__name__, e)
 
 
 def log_run_summary(
-    logger: Any, record: dict, task: Any, datamodule: Any, n_samples: int = 16
+    loggers: list,
+    *,
+    test: dict[str, float],
+    cost: dict[str, Any],
+    spec: Any,
+    predictions: dict | None,
+    samples: np.ndarray | None,
 ) -> None:
-    """Test metrics and cost as W&B summary values; confusion matrix, ROC curve, per-class
-    table and sample predictions (mask overlays for segmentation) as media."""
-    from lightning.pytorch.loggers import WandbLogger
+    """W&B: test metrics and cost as summary values; confusion matrix, ROC curve, per-class
+    table and sample predictions (mask overlays for segmentation) as media. ``samples`` are the
+    raw test images of ``predictions['index'][:len(samples)]``."""
+    for logger in loggers:
+        if is_wandb(logger):
+            _wandb_summary(logger, test, cost, spec, predictions, samples)
 
-    if not isinstance(logger, WandbLogger):
-        return
+
+def _wandb_summary(logger, test, cost, spec, preds, raw) -> None:
     import torch
     import torchmetrics.functional.classification as C
     import wandb
@@ -107,39 +160,31 @@ def log_run_summary(
     run = logger.experiment
     run.define_metric("val/auc", summary="max")
     run.define_metric("val/dice", summary="max")
-    for k, v in (record.get("test") or {}).items():
+    for k, v in test.items():
         run.summary[f"test/{k}"] = v
-    for k, v in (record.get("cost") or {}).items():
-        if not isinstance(v, list):
+    for k, v in cost.items():
+        if v is not None and not isinstance(v, list):
             run.summary[f"cost/{k}"] = v
-    spec = task.spec
-    preds = task.predictions.get("test")
-    if not preds:
+    if not preds or raw is None:
         return
     names = list(spec.label_names) or [str(i) for i in range(spec.num_classes)]
-    ds = datamodule.splits["test"]
-    idx = preds["index"][:n_samples]
-    raw, _, _ = ds[idx.to(torch.long)]
-    raw = raw.cpu()
+    n = len(raw)
     media: dict[str, Any] = {}
     if spec.kind == "segmentation":
         labels = dict(enumerate(names))
-        pred_masks, true_masks = preds["pred"], preds["target"]
+        pred_masks, true_masks = preds["pred"][:n], preds["target"][:n]
         if spec.spatial_dims == 3:  # the middle slice of each volume
             mid = raw.shape[2] // 2
             raw, pred_masks, true_masks = raw[:, :, mid], pred_masks[:, mid], true_masks[:, mid]
         media["test/samples"] = [
             wandb.Image(
-                raw[i].float().mean(0).numpy(),
+                raw[i].astype(np.float32).mean(0),
                 masks={
                     "prediction": {"mask_data": pred_masks[i].numpy(), "class_labels": labels},
-                    "ground_truth": {
-                        "mask_data": true_masks[i].numpy(),
-                        "class_labels": labels,
-                    },
+                    "ground_truth": {"mask_data": true_masks[i].numpy(), "class_labels": labels},
                 },
             )
-            for i in range(len(idx))
+            for i in range(n)
         ]
     elif spec.task != "multi-label":
         y, score = preds["target"].long(), preds["score"]
@@ -162,9 +207,9 @@ def log_run_summary(
         img = raw if spec.spatial_dims == 2 else raw[:, :, raw.shape[2] // 2]  # middle slice
         media["test/samples"] = [
             wandb.Image(
-                img[i].permute(1, 2, 0).numpy() if img.shape[1] == 3 else img[i, 0].numpy(),
-                caption=f"true {names[int(y[j])]} / pred {names[int(pred[j])]}",
+                img[i].transpose(1, 2, 0) if img.shape[1] == 3 else img[i, 0],
+                caption=f"true {names[int(y[i])]} / pred {names[int(pred[i])]}",
             )
-            for j, i in enumerate(range(len(idx)))
+            for i in range(n)
         ]
     run.log(media)

@@ -133,23 +133,46 @@ def test_fraction_and_limit_subset_train_only(tmp_path):
     assert len(dm.splits["train"]) == 15 and len(dm.splits["val"]) == COUNTS["val"]
 
 
-def test_sampler_is_seeded_per_epoch_and_drops_lonely_batch():
-    s = BatchIndexSampler(33, 8, shuffle=True, drop_last=True, seed=1)
+def test_sampler_is_seeded_per_epoch_and_keeps_the_last_batch():
+    # RetinaMNIST at batch 128: 1080 = 8 x 128 + 56; every image is trained on each epoch
+    s = BatchIndexSampler(1080, 128, shuffle=True, seed=1)
     s.set_epoch(0)
     a = [b.tolist() for b in s]
     s.set_epoch(1)
     b = [b.tolist() for b in s]
     s.set_epoch(0)
     assert a == [b.tolist() for b in s] and a != b
-    assert len(a) == len(s) == 4 and all(len(x) == 8 for x in a)
-    ev = BatchIndexSampler(33, 8, shuffle=False, drop_last=False)
+    assert len(a) == len(s) == 9 and [len(x) for x in a[-2:]] == [128, 56]
+    assert sorted(i for batch in a for i in batch) == list(range(1080))
+    # only a lone last sample (which BatchNorm cannot normalise) is left out
+    lone = BatchIndexSampler(33, 8, shuffle=True, seed=1)
+    assert len(lone) == 4 and [len(x) for x in lone] == [8, 8, 8, 8]
+    ev = BatchIndexSampler(33, 8, shuffle=False)
     assert sum(len(x) for x in ev) == 33 and len(ev) == 5
+
+
+def test_the_datamodule_trains_on_every_image_each_epoch(tmp_path):
+    write_medmnist_npz(
+        tmp_path / "retinamnist.npz", (28, 28, 3), 5, counts={"train": 1080, "val": 12, "test": 12}
+    )
+    dm = MedMNISTDataModule("retinamnist", root=str(tmp_path), download=False, batch_size=128)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 9 and sum(len(b[2]) for b in batches) == 1080
+
+
+def test_balanced_sampler_draws_classes_evenly():
+    weights = torch.tensor([1 / 90] * 90 + [1 / 10] * 10, dtype=torch.double)
+    s = BatchIndexSampler(100, 50, shuffle=True, seed=0, weights=weights)
+    drawn = torch.cat([torch.cat(list(s)) for _ in range(20) if not s.set_epoch(_)])
+    minority = (drawn >= 90).float().mean()
+    assert 0.45 < float(minority) < 0.55  # 10% of the data, half of the draws
 
 
 def test_sampler_puts_indices_on_the_datas_device_once_per_epoch():
     # "meta" stands in for a GPU: the same permutation, moved as one tensor before it is split
-    cpu = BatchIndexSampler(33, 8, shuffle=True, drop_last=True, seed=1)
-    dev = BatchIndexSampler(33, 8, shuffle=True, drop_last=True, seed=1, device="meta")
+    cpu = BatchIndexSampler(33, 8, shuffle=True, seed=1)
+    dev = BatchIndexSampler(33, 8, shuffle=True, seed=1, device=torch.device("meta"))
     batches = list(dev)
     assert all(b.device.type == "meta" for b in batches)
     assert [b.shape for b in batches] == [b.shape for b in cpu]

@@ -17,7 +17,7 @@ SPECS = {
     "seg64": DataSpec("s64", "segmentation", 2, 1, 3, (64, 64)),
     "seg3d": DataSpec("s3", "segmentation", 3, 1, 2, (20, 20, 20)),
 }
-HEAVY = {"resnet18_3d", "xception", "inception_v3", "vgg16"}
+HEAVY = {"resnet18_3d", "resnet50_3d", "r3d_18", "xception", "inception_v3", "vgg16"}
 
 
 def _cases():
@@ -85,10 +85,8 @@ def test_small_input_stem_and_variants():
     assert build_model("mobilenet", spec, variant="mobilenetv3_small_100")(
         torch.randn(2, 1, 28, 28)
     ).shape == (2, 3)
-    assert build_model("efficientnet_b0", spec, source="timm")(torch.randn(2, 1, 28, 28)).shape == (
-        2,
-        3,
-    )
+    any_timm = build_model("timm", spec, variant="efficientnet_b0")
+    assert any_timm(torch.randn(2, 1, 28, 28)).shape == (2, 3)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +113,116 @@ def test_num_classes_override_that_contradicts_data():
 
 def test_unknown_timm_name():
     with pytest.raises(UnknownOptionError, match="timm"):
-        build_model("does_not_exist", SPECS["2d28g"], source="timm")
+        build_model("timm", SPECS["2d28g"], variant="does_not_exist")
+
+
+@pytest.mark.parametrize(
+    "name,option,took",
+    [
+        ("bccnn", {"pretrained": True}, "depth, width, hidden"),
+        ("resnet18", {"variant": "resnet34"}, "small_input_stem"),
+        ("xception", {"small_input_stem": True}, "variant"),
+        ("unet", {"dropout": 0.1}, "depth, base_width"),
+        ("bccnn", {"widht": 8}, "width"),  # a typo
+    ],
+)
+def test_an_option_a_model_does_not_take_is_one_line_naming_what_it_takes(name, option, took):
+    spec = SPECS["seg64"] if name == "unet" else SPECS["2d28g"]
+    with pytest.raises(UnknownOptionError) as e:
+        build_model(name, spec, **option)
+    msg = str(e.value)
+    assert f"does not take model.{next(iter(option))}" in msg and took in msg and "\n" not in msg
+
+
+def test_scheme_says_what_was_built(tmp_path):
+    from bench.models import build_info
+
+    spec = SPECS["2d28g"]
+    assert build_info(build_model("bccnn", spec)).scheme == "scratch"
+    stem = build_model("resnet18", spec, small_input_stem=True)
+    assert build_info(stem).scheme == "scratch-smallstem"
+    path = tmp_path / "w.pth"
+    torch.save(build_model("bccnn", spec).state_dict(), path)
+    frozen = build_model("bccnn", spec, weights=str(path), freeze="backbone")
+    assert build_info(frozen).scheme == "weights-frozen"
+
+
+def _reference_resnet_param_count(block: str, layers: list[int], c_in: int, classes: int) -> int:
+    """Parameters of MedMNIST v2's 28² ResNet (experiments/MedMNIST2D/models.py), counted from
+    its description: 3x3 stride-1 stem (64), four stages (64/128/256/512 planes, strides
+    1/2/2/2), a 1x1 conv + BN shortcut where the shape changes, global average pool, linear."""
+    expansion = 1 if block == "basic" else 4
+    total = 64 * c_in * 9 + 2 * 64  # stem conv + BN
+    in_planes = 64
+    for planes, n, stride in zip((64, 128, 256, 512), layers, (1, 2, 2, 2), strict=True):
+        for i in range(n):
+            s = stride if i == 0 else 1
+            out = planes * expansion
+            if block == "basic":
+                total += in_planes * planes * 9 + 2 * planes + planes * planes * 9 + 2 * planes
+            else:
+                total += in_planes * planes + 2 * planes + planes * planes * 9 + 2 * planes
+                total += planes * out + 2 * out
+            if s != 1 or in_planes != out:
+                total += in_planes * out + 2 * out
+            in_planes = out
+    return total + in_planes * classes + classes
+
+
+@pytest.mark.parametrize(
+    "depth,block,layers", [(18, "basic", [2, 2, 2, 2]), (50, "bottleneck", [3, 4, 6, 3])]
+)
+def test_paper_resnets_have_the_reference_layers_and_parameters(depth, block, layers):
+    spec = DataSpec("p", "binary-class", 2, 1, 2, (28, 28))
+    m = build_model(f"resnet{depth}", spec, small_input_stem=True, init="torch")
+    assert sum(p.numel() for p in m.parameters()) == _reference_resnet_param_count(
+        block, layers, 1, 2
+    )
+    # known totals: 11,168,706 (ResNet-18) and 23,503,298 (ResNet-50) for 1 channel, 2 classes
+    assert sum(p.numel() for p in m.parameters()) == {18: 11_168_706, 50: 23_503_298}[depth]
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1)
+    assert isinstance(m.maxpool, torch.nn.Identity)
+    # 28 -> 28 -> 14 -> 7 -> 4 spatially through the stages, as the reference
+    feats = m.forward_features(torch.zeros(1, 1, 28, 28))
+    assert feats.shape[-2:] == (4, 4)
+    # 3D: every 3x3 kernel becomes 3x3x3, so the parameters grow by the 3x3 convs' third tap
+    spec3 = DataSpec("v", "binary-class", 3, 1, 2, (28, 28, 28))
+    m3 = build_model(f"resnet{depth}_3d", spec3)
+    convs2 = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    extra = sum(c.weight.numel() * 2 for c in convs2 if c.kernel_size == (3, 3))
+    assert sum(p.numel() for p in m3.parameters()) == sum(p.numel() for p in m.parameters()) + extra
+    assert m3(torch.zeros(2, 1, 28, 28, 28)).shape == (2, 2)
+
+
+def test_paper_init_is_pytorchs_default_not_timms():
+    spec = DataSpec("p", "binary-class", 2, 1, 2, (28, 28))
+    torch.manual_seed(0)
+    paper = build_model("resnet18", spec, small_input_stem=True, init="torch")
+    timm_init = build_model("resnet18", spec, small_input_stem=True)
+    # timm zeroes the last BatchNorm of each block; PyTorch's default keeps it at one
+    assert float(timm_init.layer1[0].bn2.weight.abs().sum()) == 0
+    assert torch.all(paper.layer1[0].bn2.weight == 1)
+    # PyTorch's default conv init: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), ..)
+    w = paper.layer3[0].conv1.weight
+    bound = 1 / (w[0].numel() ** 0.5)
+    assert float(w.abs().max()) <= bound + 1e-6 and float(w.std()) == pytest.approx(
+        bound / 3**0.5, rel=0.05
+    )
+    # timm: fan-out normal, a different scale
+    w2 = timm_init.layer3[0].conv1.weight
+    assert float(w2.std()) == pytest.approx((2 / (w2.shape[0] * 9)) ** 0.5, rel=0.05)
+
+
+def test_3d_paper_resnet_inflates_2d_kernels_along_depth():
+    spec3 = DataSpec("v", "binary-class", 3, 1, 2, (28, 28, 28))
+    torch.manual_seed(0)
+    m3 = build_model("resnet18_3d", spec3)  # init=i3d, the official script's default
+    w = m3.layer1[0].conv1.weight  # (out, in, 3, 3, 3)
+    assert torch.allclose(w[:, :, 0], w[:, :, 1]) and torch.allclose(w[:, :, 1], w[:, :, 2])
+    default = build_model("resnet18_3d", spec3, init="default")
+    assert not torch.allclose(
+        default.layer1[0].conv1.weight[:, :, 0], default.layer1[0].conv1.weight[:, :, 1]
+    )
 
 
 def test_weights_round_trip_adapt_channels_and_head(tmp_path):

@@ -51,7 +51,7 @@ def sweep_store(tmp_path_factory):
                 cfg.paths.output_dir = str(root / "out")
                 cfg.data.cache_dir = str(root / "data")
                 del cfg.hydra
-            assert train(cfg)["status"] == "done"
+            assert train(cfg).status == "done"
     GlobalHydra.instance().clear()
     return root / "runs"
 
@@ -137,3 +137,65 @@ def test_report_renders_in_headless_chromium(sweep_store, tmp_path):
         timeout=120,
     )
     assert "<title>broken:0</title>" in dom2.stdout
+
+
+def _store(root, overrides_list):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from conftest import CONF
+
+    for overrides in overrides_list:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.runs_dir = str(root / "runs")
+            cfg.paths.output_dir = str(root / "out")
+            cfg.data.cache_dir = str(root / "data")
+            del cfg.hydra
+        train(cfg)
+    GlobalHydra.instance().clear()
+    return root / "runs"
+
+
+SEG = [
+    "data=synthetic_seg",
+    "model=unet",
+    "model.depth=2",
+    "model.base_width=4",
+    "logger=none",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "data.n_train=16",
+    "data.n_val=8",
+    "data.n_test=8",
+    "data.size=32",
+]
+
+
+def test_segmentation_only_store_renders_a_report(tmp_path):
+    runs = _store(tmp_path, [SEG, [*SEG, "seed=1"]])
+    page = build_report(str(runs), str(tmp_path / "r.html")).read_text()
+    assert "ranked by test_dice" in page and "Per-case Dice" in page
+    assert "not drawn" not in page and page.count('<tr class="done">') == 2
+
+
+def test_a_store_with_failed_and_interrupted_runs_renders(tmp_path):
+    from bench.records import RunRecord, RunStore
+
+    runs = _store(tmp_path, [["model=bccnn", *FAST], [*SEG]])
+    store = RunStore(runs)
+    store.write(RunRecord(run_id="x-failed", status="failed", error="ValueError: boom"))
+    store.write(RunRecord(run_id="x-int", status="interrupted", error="interrupted"))
+    page = build_report(str(runs), str(tmp_path / "r.html")).read_text()
+    assert page.count('<tr class="failed">') == 1 and page.count('<tr class="interrupted">') == 1
+    assert "ValueError: boom" in page and "not drawn" not in page
+    # nothing finished at all: still a page that says so
+    only = RunStore(tmp_path / "only")
+    only.write(RunRecord(run_id="y-failed", status="failed", error="boom"))
+    text = build_report(str(tmp_path / "only"), str(tmp_path / "o.html")).read_text()
+    assert "no finished runs yet" in text

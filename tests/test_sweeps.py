@@ -131,7 +131,11 @@ def test_submitit_local_launcher(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_path):
     # epochs of ~1-2 s: long enough to interrupt after the first, short enough to finish later
-    args = ["bench-train", *with_(TINY, trainer__max_epochs=6, data__n_train=768, model__width=32)]
+    args = [
+        "bench-train",
+        *with_(TINY, trainer__max_epochs=6, data__n_train=768, model__width=32),
+        "checkpoint.every_minutes=0",
+    ]
     proc = start_cli(
         args,
         tmp_path,
@@ -153,3 +157,94 @@ def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_pat
     after = records(tmp_path / "runs")[rec["run_id"]]
     assert after["status"] == "done" and after["resumed_from"].endswith("last.ckpt")
     assert after["attempt"] == 2
+
+
+def _ckpt_epoch(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+
+
+def _state(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_killed_after_a_non_improving_epoch_resumes_to_the_same_final_weights(tmp_path):
+    """The resume checkpoint is the latest epoch (never an older best one) and carries the best
+    weights so far: a run killed after an epoch that did not improve continues from the next
+    epoch and ends exactly as an uninterrupted run (CPU, deterministic)."""
+    import torch
+
+    args = [
+        "bench-train",
+        *with_(
+            TINY, trainer__max_epochs=8, data__n_train=512, model__width=16, model__hidden="[32]"
+        ),
+        "task.optimizer.lr=0.003",
+        "trainer.deterministic=true",
+        "checkpoint.every_minutes=0",
+        "checkpoint.keep=all",
+        "threads=1",
+    ]
+    ref_root = tmp_path / "reference"
+    ref_root.mkdir()
+    env = {"MEDBENCH_DATA_DIR": str(tmp_path / "data")}
+    run_cli(args, ref_root, env=env, check=True)
+    (ref,) = records(ref_root / "runs").values()
+    import pandas as pd
+
+    hist = pd.read_csv(ref_root / "runs" / ref["run_id"] / "history.csv")
+    best_so_far = hist["val_auc"].cummax().shift(1)
+    non_improving = [int(e) for e in hist.epoch[1:-1] if hist.val_auc[e] <= best_so_far[e]]
+    assert non_improving, "the reference run improved every epoch; change the seed or lr"
+    target = non_improving[0]
+
+    root = tmp_path / "killed"
+    root.mkdir()
+    proc = start_cli(
+        args,
+        root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    last = None
+    seen = 0.0
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list((root / "runs").glob("*/checkpoints/last.ckpt"))
+        if found and found[0].stat().st_mtime != seen:
+            os.killpg(proc.pid, signal.SIGSTOP)  # freeze, then look at the epoch it saved
+            last = found[0]
+            seen = last.stat().st_mtime
+            if _ckpt_epoch(last) >= target:  # saved at the end of epoch `target`
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    proc.wait()
+    assert last is not None and _ckpt_epoch(last) == target
+    killed_state = torch.load(last, map_location="cpu", weights_only=False)
+    best = next(
+        iter(v for k, v in killed_state["callbacks"].items() if k.startswith("BestAndResume"))
+    )
+    assert best["best_epoch"] < target  # the best epoch lies before the kill: not the resume point
+    (rec,) = records(root / "runs").values()
+    assert rec["status"] == "running"  # SIGKILL: no chance to write more
+
+    run_cli(args, root, env=env, check=True)
+    (after,) = records(root / "runs").values()
+    assert after["status"] == "done" and after["resumed_from"].endswith("last.ckpt")
+    assert after["best_epoch"] == ref["best_epoch"] and after["test"] == ref["test"]
+    run_a, run_b = (r / "runs" / ref["run_id"] for r in (ref_root, root))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run_a / "history.csv").drop(columns="epoch_time_s"),
+        pd.read_csv(run_b / "history.csv").drop(columns="epoch_time_s"),
+    )
+    for name in ("last.ckpt", "best.ckpt"):  # final weights and best weights, bit for bit
+        a, b = _state(run_a / "checkpoints" / name), _state(run_b / "checkpoints" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -66,3 +66,40 @@ def test_offline_wandb_3d_segmentation_logs_middle_slices_with_masks(tmp_path):
     assert Image.open(samples[0]).size == (16, 16)  # a slice, not a volume
     masks = list(run.rglob("media/images/mask/test/samples_*.mask.png"))  # W&B dedups by hash
     assert masks and all(Image.open(m).size == (16, 16) for m in masks)
+
+
+def test_loggers_combine_from_the_logger_group(tmp_path):
+    """logger=[csv,tensorboard,mlflow]: every tracker gets the run's metrics."""
+    args = [
+        "bench-train",
+        *[a for a in TINY if a != "logger=none"],
+        "logger=[csv,tensorboard,mlflow]",
+    ]
+    proc = run_cli(args, tmp_path, check=True)
+    (metrics,) = (tmp_path / "outputs").rglob("csv/*/metrics.csv")
+    assert "val/auc" in metrics.read_text() and "test/auc" in metrics.read_text()
+    assert list((tmp_path / "outputs").rglob("tensorboard/*/events.out.tfevents.*"))
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "medbench"]
+    (run,) = client.search_runs([exp.experiment_id])
+    assert "test/auc" in run.data.metrics and run.data.params["model.name"] == "bccnn"
+    assert "Traceback" not in proc.stderr
+
+
+def test_disabled_wandb_builds_no_logger_and_a_missing_tracker_is_one_line(monkeypatch):
+    import sys
+
+    from bench.errors import ConfigError
+    from bench.tracking import build_loggers
+
+    wandb_cfg = {"wandb": {"_target_": "bench.tracking.wandb_logger", "mode": "disabled"}}
+    assert build_loggers(wandb_cfg, name="x", id="x") == []
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
+    import lightning.pytorch.loggers.mlflow as lm
+
+    monkeypatch.setattr(lm, "_MLFLOW_AVAILABLE", False)
+    cfg = {"mlflow": {"_target_": "lightning.pytorch.loggers.MLFlowLogger"}}
+    with pytest.raises(ConfigError, match=r"logger=mlflow needs a package .*medbench\[trackers\]"):
+        build_loggers(cfg, run_name="x")

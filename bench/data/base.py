@@ -14,8 +14,11 @@ from torch.utils.data import DataLoader
 
 from bench.data.augment import augment_batch, get_preset
 from bench.data.batching import BatchIndexSampler, TensorBatchDataset
+from bench.data.folds import fold_assignment, indices_digest
 from bench.errors import ConfigError
 from bench.spec import DataSpec
+
+SAMPLERS = ("random", "balanced")
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,12 @@ class InMemoryDataModule(L.LightningDataModule):
     :meth:`base_spec`. Normalisation ``(x/255 - mean)/std``, ``as_rgb``, ``resize`` and
     augmentation run on whole batches in :meth:`on_after_batch_transfer`, i.e. after the batch
     reached the accelerator. ``fraction``/``limit`` take a stratified, seeded subset of train.
+
+    ``cv={"folds": k, "fold": i, "seed": s}`` pools train and val, splits them into ``k``
+    stratified (patient-grouped where the source has groups) folds seeded by ``s``, and trains on
+    all folds but ``i``, which becomes the validation split; the test split is untouched.
+    ``sampler="balanced"`` draws training samples with probability inversely proportional to
+    their class frequency.
     """
 
     def __init__(
@@ -73,6 +82,8 @@ class InMemoryDataModule(L.LightningDataModule):
         limit: int | None = None,
         seed: int | None = 0,
         device_resident: str | bool = "auto",
+        sampler: str = "random",
+        cv: dict | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -94,6 +105,12 @@ class InMemoryDataModule(L.LightningDataModule):
         self.fraction, self.limit = fraction, limit
         self.seed = 0 if seed is None else int(seed)
         self.device_resident = device_resident
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"data.sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler
+        self.cv = _check_cv(cv)
+        self.cv_info: dict | None = None
+        self._raw: dict | None = None
         self.splits: dict[str, TensorBatchDataset] | None = None
 
     # -- to implement --------------------------------------------------------------------------
@@ -104,6 +121,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def load_splits(self) -> dict[str, tuple[Any, Any]]:
         """``{split: (images uint8 (N,C,*spatial), targets)}`` for train/val/test."""
         raise NotImplementedError
+
+    def split_groups(self) -> dict[str, np.ndarray] | None:
+        """Group (patient) id per sample of each split, where the source knows them."""
+        return None
 
     # -- spec ----------------------------------------------------------------------------------
     @property
@@ -116,10 +137,13 @@ class InMemoryDataModule(L.LightningDataModule):
         return dataclasses.replace(base, in_channels=channels, input_size=size)
 
     # -- Lightning hooks -----------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
-            return
+    def prepared_splits(self) -> dict[str, tuple[Any, Any]]:
+        """The splits as trained on (folds and subsets applied), as host arrays; cached."""
+        if self._raw is not None:
+            return self._raw
         raw = self.load_splits()
+        if self.cv is not None:
+            raw = self._cv_split(raw)
         train_x, train_y = raw["train"]
         n = len(train_x)
         keep = n
@@ -137,11 +161,72 @@ class InMemoryDataModule(L.LightningDataModule):
             )
             raw["train"] = (train_x[idx], train_y[idx])
             log.info("using %d of %d training samples (stratified, seed %d)", keep, n, self.seed)
+        self._raw = raw
+        return raw
+
+    @property
+    def n_train(self) -> int:
+        return len(self.prepared_splits()["train"][0])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        raw = self.prepared_splits()
         device = self._resident_device(raw)
         self.splits = {
             name: TensorBatchDataset(self._as_tensor(x, device), self._as_tensor(y, device))
             for name, (x, y) in raw.items()
         }
+
+    def _cv_split(self, raw: dict) -> dict:
+        """Pool train+val and take fold ``cv.fold`` as validation."""
+        if self.base_spec().kind != "classification":
+            raise ConfigError("data.cv is for classification data; remove it for segmentation")
+        (tx, ty), (vx, vy) = raw["train"], raw["val"]
+        x = np.concatenate([np.asarray(tx), np.asarray(vx)])
+        y = np.concatenate([np.asarray(ty), np.asarray(vy)])
+        groups = self.split_groups()
+        pooled_groups = (
+            np.concatenate([groups["train"], groups["val"]]) if groups is not None else None
+        )
+        folds = fold_assignment(y, self.cv["folds"], self.cv["seed"], pooled_groups)
+        val = folds == self.cv["fold"]
+        self.cv_info = {
+            **self.cv,
+            "n_train": int((~val).sum()),
+            "n_val": int(val.sum()),
+            "grouped": pooled_groups is not None,
+            "val_digest": indices_digest(np.flatnonzero(val)),
+        }
+        log.info(
+            "cross-validation fold %d of %d: %d train, %d val (pooled train+val, seed %d)",
+            self.cv["fold"],
+            self.cv["folds"],
+            self.cv_info["n_train"],
+            self.cv_info["n_val"],
+            self.cv["seed"],
+        )
+        return {**raw, "train": (x[~val], y[~val]), "val": (x[val], y[val])}
+
+    def train_labels(self) -> np.ndarray:
+        """Labels of the training split as used (after folds and subsets)."""
+        return np.asarray(self.prepared_splits()["train"][1])
+
+    def class_counts(self) -> np.ndarray:
+        """Training samples per class (positives per label for multi-label)."""
+        y = self.train_labels()
+        k = self.spec.num_classes
+        if y.ndim == 2 and y.shape[1] > 1:
+            return y.sum(0).astype(np.int64)
+        return np.bincount(y.reshape(-1).astype(np.int64), minlength=k)
+
+    def _sample_weights(self) -> torch.Tensor:
+        y = self.train_labels()
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise ConfigError("data.sampler=balanced needs single-label classification data")
+        y = y.reshape(-1).astype(np.int64)
+        counts = np.bincount(y)
+        return torch.as_tensor(1.0 / counts[y], dtype=torch.double)
 
     def _resident_device(self, raw) -> torch.device | None:
         trainer = getattr(self, "trainer", None)
@@ -181,11 +266,11 @@ class InMemoryDataModule(L.LightningDataModule):
             len(ds),
             self.batch_size if train else self.eval_batch_size,
             shuffle=train,
-            drop_last=train,
             seed=self.seed,
             rank=rank,
             world_size=world,
             device=ds.images.device if on_gpu else None,
+            weights=self._sample_weights() if train and self.sampler == "balanced" else None,
         )
         workers = 0 if on_gpu else self.num_workers
         return DataLoader(
@@ -232,3 +317,13 @@ class InMemoryDataModule(L.LightningDataModule):
             if seg:
                 y = mask
         return x.contiguous(), y
+
+
+def _check_cv(cv: dict | None) -> dict | None:
+    """``None`` or ``{"folds": k, "fold": i, "seed": s}`` with 0 <= i < k."""
+    if not cv or cv.get("folds") in (None, 0):
+        return None
+    folds, fold = int(cv["folds"]), int(cv.get("fold") or 0)
+    if not 0 <= fold < folds:
+        raise ConfigError(f"data.cv.fold must be in 0..{folds - 1}, got {fold}")
+    return {"folds": folds, "fold": fold, "seed": int(cv.get("seed") or 0)}

@@ -165,6 +165,7 @@ class ImageFolderDataModule(InMemoryDataModule):
                 self.fractions,
                 self.split_seed,
                 self.group_regex.pattern if self.group_regex else None,
+                2,  # cache layout version: groups stored for every split
             ]
         )
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -205,6 +206,7 @@ class ImageFolderDataModule(InMemoryDataModule):
                 items = [(f, index[c]) for c, fs in scans[split].items() for f in fs]
                 arrays[f"{split}_images"] = np.stack([self._read(f) for f, _ in items])
                 arrays[f"{split}_labels"] = np.array([lab for _, lab in items])
+                arrays[f"{split}_groups"] = np.array(self.groups_of([f for f, _ in items]))
         return arrays
 
     def prepare_data(self) -> None:
@@ -225,3 +227,11 @@ class ImageFolderDataModule(InMemoryDataModule):
     def load_splits(self):
         self.prepare_data()
         return load_classification_npz(self._cache, self.base_spec())
+
+    def split_groups(self) -> dict[str, np.ndarray] | None:
+        """Patient ids per split (from ``group_regex``; each file its own group without it)."""
+        self.prepare_data()
+        with np.load(self._cache, allow_pickle=False) as npz:
+            if not all(f"{s}_groups" in npz.files for s in SPLITS):
+                return None
+            return {s: npz[f"{s}_groups"] for s in SPLITS}

@@ -65,13 +65,13 @@ class BCCNN(nn.Module):
 @register_model("bccnn", notes="reconstruction of Abunasser et al. 2023 (see docstring)")
 def bccnn(
     spec: DataSpec,
+    *,
     depth: int = 4,
     width: int = 32,
     hidden=(512, 256),
     dropout: float = 0.5,
     pool_size: int = 2,
     batch_norm: bool = False,
-    **_,
 ) -> BCCNN:
     return BCCNN(
         spec.in_channels,

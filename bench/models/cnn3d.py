@@ -1,9 +1,8 @@
-"""3D classifiers for volumes: a plain 3D CNN and torchvision's 3D ResNet-18."""
+"""A plain 3D CNN for volumes (28³/64³ MedMNIST3D)."""
 
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.video import r3d_18
 
 from bench.models.registry import register_model
 from bench.spec import DataSpec
@@ -48,35 +47,5 @@ class CNN3D(nn.Module):
 
 
 @register_model("cnn3d", dims=(3,), notes="own 3D CNN for 28³/64³ volumes")
-def cnn3d(spec: DataSpec, depth: int = 3, width: int = 32, dropout: float = 0.3, **_) -> CNN3D:
+def cnn3d(spec: DataSpec, *, depth: int = 3, width: int = 32, dropout: float = 0.3) -> CNN3D:
     return CNN3D(spec.in_channels, spec.num_outputs, depth, width, dropout)
-
-
-class ResNet3D18(nn.Module):
-    """torchvision's R3D-18 with the stem taking ``in_channels`` and a new head."""
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        net = r3d_18(weights=None)
-        stem = net.stem[0]
-        net.stem[0] = nn.Conv3d(
-            in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False
-        )
-        net.fc = nn.Linear(net.fc.in_features, num_classes)
-        self.net = net
-
-    def get_classifier(self) -> nn.Module:
-        return self.net.fc
-
-    def forward(self, x):
-        return self.net(x)
-
-
-@register_model(
-    "resnet18_3d",
-    dims=(3,),
-    source="torchvision",
-    notes="torchvision r3d_18, peer of MedMNIST's 3D ResNets",
-)
-def resnet18_3d(spec: DataSpec, **_) -> ResNet3D18:
-    return ResNet3D18(spec.in_channels, spec.num_outputs)

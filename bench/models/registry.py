@@ -1,13 +1,18 @@
-"""Model registry: name -> builder(spec, **cfg) -> nn.Module, with what each model accepts."""
+"""Model registry: name -> builder(spec, **options) -> nn.Module, with what each model accepts.
+
+A builder's signature is its documentation: the options it names are the only ones a config may
+set for it (``check_options`` turns any other into a one-line error that lists them).
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
-from bench.errors import ConfigError, ModelDataMismatchError, UnknownOptionError
+from bench.errors import ModelDataMismatchError, UnknownOptionError
 from bench.spec import DataSpec
 
 
@@ -20,9 +25,13 @@ class ModelEntry:
     kinds: tuple[str, ...] = ("classification",)
     dims: tuple[int, ...] = (2,)
     min_input_size: int = 1
-    source: str = "own"
     notes: str = ""
-    defaults: dict = field(default_factory=dict)
+
+    @property
+    def options(self) -> list[str]:
+        """The options this model's builder takes (besides the data spec)."""
+        params = inspect.signature(self.builder).parameters
+        return [n for n, p in params.items() if n != "spec" and p.kind is p.KEYWORD_ONLY]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -34,13 +43,15 @@ def register_model(
     kinds: tuple[str, ...] = ("classification",),
     dims: tuple[int, ...] = (2,),
     min_input_size: int = 1,
-    source: str = "own",
     notes: str = "",
 ) -> Callable:
-    """Decorator: register ``builder(spec, **kwargs) -> nn.Module`` under ``name``."""
+    """Decorator: register ``builder(spec, *, option=default, ...) -> nn.Module`` as ``name``.
+
+    Options must be keyword-only, so that the signature lists exactly what a config may set.
+    """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = ModelEntry(name, builder, kinds, dims, min_input_size, source, notes)
+        _REGISTRY[name] = ModelEntry(name, builder, kinds, dims, min_input_size, notes)
         return builder
 
     return wrap
@@ -54,12 +65,23 @@ def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         raise UnknownOptionError(
             f"unknown model {name!r}; registered models: {', '.join(available_models())} "
-            "(or model=timm model.name=<any timm model>)"
+            "(or model=timm model.variant=<any timm model>)"
         )
     return _REGISTRY[name]
 
 
-def check_compatible(entry: ModelEntry, spec: DataSpec, num_classes: int | None = None) -> None:
+def check_options(entry: ModelEntry, options: dict) -> None:
+    """Every option must be one the builder takes; typos and misplaced options fail here."""
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        took = ", ".join(entry.options) or "none"
+        raise UnknownOptionError(
+            f"model {entry.name!r} does not take {', '.join(f'model.{k}' for k in unknown)}; "
+            f"its options are: {took} (plus weights, freeze)"
+        )
+
+
+def check_compatible(entry: ModelEntry, spec: DataSpec) -> None:
     """Fail early, in one line, when the model cannot consume the data."""
     if spec.kind not in entry.kinds:
         raise ModelDataMismatchError(
@@ -80,9 +102,4 @@ def check_compatible(entry: ModelEntry, spec: DataSpec, num_classes: int | None 
         raise ModelDataMismatchError(
             f"model {entry.name!r} needs inputs of at least {entry.min_input_size}px but data "
             f"{spec.name!r} is {spec.input_size}; set data.resize={entry.min_input_size} or more"
-        )
-    if num_classes is not None and num_classes != spec.num_outputs:
-        raise ConfigError(
-            f"model.num_classes={num_classes} contradicts data {spec.name!r}, which has "
-            f"{spec.num_outputs} classes; remove the override (models take it from the data)"
         )

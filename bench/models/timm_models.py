@@ -1,13 +1,21 @@
-"""Classifiers from timm: ResNet, Xception, MobileNet, InceptionV3, VGG16 and any timm name."""
+"""Classifiers from timm: ResNet, Xception, MobileNet, InceptionV3, VGG16 and any timm name.
+
+One builder, :func:`timm_classifier`, serves them all; each registered name exposes only the
+options that apply to it (a ResNet takes ``small_input_stem``, a family takes ``variant``).
+"""
 
 from __future__ import annotations
+
+import inspect
 
 import timm
 from torch import nn
 
-from bench.errors import PretrainedUnavailableError, UnknownOptionError
+from bench.errors import ConfigError, PretrainedUnavailableError, UnknownOptionError
 from bench.models.registry import register_model
 from bench.spec import DataSpec
+
+INITS = ("timm", "torch")
 
 
 def create_timm(name: str, spec: DataSpec, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -47,63 +55,76 @@ def swap_small_input_stem(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
-def _resnet(name: str):
-    def build(
-        spec: DataSpec,
-        pretrained: bool = False,
-        small_input_stem: bool = False,
-        drop_rate: float = 0.0,
-        **_,
-    ) -> nn.Module:
-        model = create_timm(name, spec, pretrained, drop_rate=drop_rate)
-        return swap_small_input_stem(model, spec.in_channels) if small_input_stem else model
+def torch_default_init(model: nn.Module) -> nn.Module:
+    """Re-initialise every layer with PyTorch's own defaults (``reset_parameters``).
 
-    return build
+    timm's ResNets use fan-out Kaiming init and zero the last BatchNorm of each block; the
+    MedMNIST v2 reference models (and most papers' plain PyTorch code) use PyTorch's defaults.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase)):
+            m.reset_parameters()
+    return model
 
 
-register_model("resnet18", source="timm", notes="timm resnet18; small_input_stem for 28²")(
-    _resnet("resnet18")
-)
-register_model("resnet50", source="timm", notes="timm resnet50; small_input_stem for 28²")(
-    _resnet("resnet50")
-)
-
-
-def _family(default_variant: str):
-    """A builder for a family of timm models chosen by ``model.variant``."""
-
-    def build(
-        spec: DataSpec,
-        variant: str = default_variant,
-        pretrained: bool = False,
-        drop_rate: float = 0.0,
-        **_,
-    ) -> nn.Module:
-        return create_timm(variant, spec, pretrained, drop_rate=drop_rate)
-
-    return build
-
-
-register_model("xception", source="timm", notes="timm legacy_xception (xception41/65 by variant)")(
-    _family("legacy_xception")
-)
-register_model("mobilenet", source="timm", notes="MobileNetV2 (v3 small/large by variant)")(
-    _family("mobilenetv2_100")
-)
-
-
-@register_model("inception_v3", source="timm", min_input_size=75, notes="needs >= 75px")
-def inception_v3(spec: DataSpec, pretrained: bool = False, drop_rate: float = 0.0, **_):
-    return create_timm("inception_v3", spec, pretrained, drop_rate=drop_rate)
-
-
-@register_model("vgg16", source="timm", min_input_size=32, notes="needs >= 32px")
-def vgg16(spec: DataSpec, pretrained: bool = False, drop_rate: float = 0.0, **_):
-    return create_timm("vgg16", spec, pretrained, drop_rate=drop_rate)
-
-
-@register_model("timm", source="timm", notes="any timm model: model=timm model.name=<timm name>")
-def any_timm(
-    spec: DataSpec, variant: str = "resnet34", pretrained: bool = False, drop_rate: float = 0.0, **_
+def timm_classifier(
+    spec: DataSpec,
+    variant: str,
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+    small_input_stem: bool = False,
+    init: str = "timm",
 ) -> nn.Module:
-    return create_timm(variant, spec, pretrained, drop_rate=drop_rate)
+    """Any timm classifier for ``spec``; ``init="torch"`` resets layers to PyTorch defaults."""
+    if init not in INITS:
+        raise ConfigError(f"model.init={init!r} is not one of: {', '.join(INITS)}")
+    if init == "torch" and pretrained:
+        raise ConfigError("model.init=torch re-initialises the network; it contradicts pretrained")
+    model = create_timm(variant, spec, pretrained, drop_rate=drop_rate)
+    if small_input_stem:
+        swap_small_input_stem(model, spec.in_channels)
+    return torch_default_init(model) if init == "torch" else model
+
+
+def register_timm(
+    name: str,
+    default_variant: str,
+    *,
+    family: bool = False,
+    resnet: bool = False,
+    min_input_size: int = 1,
+    notes: str = "",
+) -> None:
+    """Register ``name`` as :func:`timm_classifier` with just the options that apply to it."""
+    params = [inspect.Parameter("spec", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    if family:
+        params.append(inspect.Parameter("variant", kw, default=default_variant))
+    params += [
+        inspect.Parameter("pretrained", kw, default=False),
+        inspect.Parameter("drop_rate", kw, default=0.0),
+    ]
+    if resnet:
+        params.append(inspect.Parameter("small_input_stem", kw, default=False))
+    params.append(inspect.Parameter("init", kw, default="timm"))
+
+    def build(spec: DataSpec, **options) -> nn.Module:
+        options.setdefault("variant", default_variant)
+        return timm_classifier(spec, **options)
+
+    build.__signature__ = inspect.Signature(params)
+    build.__name__ = name
+    register_model(name, min_input_size=min_input_size, notes=notes)(build)
+
+
+register_timm("resnet18", "resnet18", resnet=True, notes="timm resnet18; small_input_stem for 28²")
+register_timm("resnet50", "resnet50", resnet=True, notes="timm resnet50; small_input_stem for 28²")
+register_timm(
+    "xception", "legacy_xception", family=True, notes="legacy_xception (xception41/65 by variant)"
+)
+register_timm(
+    "mobilenet", "mobilenetv2_100", family=True, notes="MobileNetV2 (v3 small/large by variant)"
+)
+register_timm("inception_v3", "inception_v3", min_input_size=75, notes="needs >= 75px")
+register_timm("vgg16", "vgg16", min_input_size=32, notes="needs >= 32px")
+register_timm("timm", "resnet34", family=True, notes="any timm model: model.variant=<timm name>")

@@ -75,5 +75,5 @@ class UNet(nn.Module):
 
 
 @register_model("unet", kinds=("segmentation",), dims=(2, 3), notes="own 2D/3D U-Net")
-def unet(spec: DataSpec, depth: int = 4, base_width: int = 32, **_) -> UNet:
+def unet(spec: DataSpec, *, depth: int = 4, base_width: int = 32) -> UNet:
     return UNet(spec.in_channels, spec.num_outputs, spec.spatial_dims, depth, base_width)

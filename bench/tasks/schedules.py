@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
+from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
 
 
 def multistep_at_fractions(
@@ -17,7 +17,3 @@ def multistep_at_fractions(
     """MedMNIST's recipe: multiply the LR by ``gamma`` at 50% and 75% of the epochs."""
     milestones = sorted({max(1, int(round(f * max_epochs))) for f in fractions})
     return MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
-
-
-def cosine(optimizer: Optimizer, max_epochs: int, eta_min: float = 0.0) -> LRScheduler:
-    return CosineAnnealingLR(optimizer, T_max=max(1, max_epochs), eta_min=eta_min)

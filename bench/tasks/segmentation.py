@@ -1,11 +1,11 @@
-"""Segmentation: Dice + cross-entropy loss, Dice and IoU per class and mean."""
+"""Segmentation: Dice + cross-entropy loss; Dice and IoU per case (ranked) and pooled."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from bench.metrics import segmentation_metrics
+from bench.metrics import case_overlaps, segmentation_metric_tensors
 from bench.tasks.base import BaseTask
 
 
@@ -28,13 +28,18 @@ class SegmentationTask(BaseTask):
         super().__init__(*args, **kwargs)
         self.dice_weight = dice_weight
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), y) + self.dice_weight * soft_dice_loss(logits, y)
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        ce = F.cross_entropy(logits.float(), y)
+        loss = ce + self.dice_weight * soft_dice_loss(logits, y)
+        # the Dice term is a batch quantity; a "sum" is the batch loss times its size
+        return loss * logits.shape[0] if reduction == "sum" else loss
 
-    def eval_outputs(self, logits, y, idx):
-        return {"index": idx, "target": y.to(torch.uint8), "pred": logits.argmax(1).to(torch.uint8)}
+    def eval_outputs(self, logits, y, idx, stage):
+        pred = logits.argmax(1)
+        out = {"index": idx, "overlaps": case_overlaps(pred, y, self.spec.num_classes)}
+        if stage == "test":  # masks only for the final test set (sample overlays in W&B)
+            out["pred"], out["target"] = pred.to(torch.uint8), y.to(torch.uint8)
+        return out
 
-    def compute_metrics(self, outputs):
-        return segmentation_metrics(
-            outputs["pred"], outputs["target"], self.spec.num_classes, self.spec.label_names
-        )
+    def metric_tensors(self, outputs):
+        return segmentation_metric_tensors(outputs["overlaps"], self.spec.label_names)
