@@ -17,6 +17,7 @@ def mapped(package: str, folder: str) -> list[str]:
 
 setup(
     packages=find_packages(include=["bench", "bench.*"])
+    + ["hydra_plugins.medbench_launcher"]
     + mapped("bench.conf", "conf")
     + mapped("bench.reference", "results/reference"),
     package_dir={"bench.conf": "conf", "bench.reference": "results/reference"},

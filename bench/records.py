@@ -262,6 +262,7 @@ class RunRecord:
     task: str | None = None
     kind: str | None = None
     spec: dict | None = None
+    split_sizes: dict[str, int] = field(default_factory=dict)
     val: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     test_last: dict[str, float] = field(default_factory=dict)

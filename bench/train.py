@@ -142,6 +142,7 @@ def run_job(cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | Non
         record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
         record.scheme = job.info.scheme
         record.cv = job.datamodule.cv_info
+        record.split_sizes = {k: len(x) for k, (x, _) in job.datamodule.prepared_splits().items()}
         record.cost = Cost(
             **param_counts(job.model),
             gmacs=gmacs(job.model, job.spec),

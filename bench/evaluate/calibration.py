@@ -49,7 +49,7 @@ def fit_temperature(score: np.ndarray, y: np.ndarray, task: str) -> float:
         return loss
 
     opt.step(closure)
-    t = float(log_t.exp())
+    t = float(log_t.detach().exp())
     return t if np.isfinite(t) else 1.0
 
 
