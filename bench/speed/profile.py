@@ -31,7 +31,7 @@ class EpochProfiler(L.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize()
         self._prof.__exit__(None, None, None)
-        key = "cuda_time_total" if pl_module.device.type == "cuda" else "cpu_time_total"
+        key = "device_time_total" if pl_module.device.type == "cuda" else "cpu_time_total"
         table = self._prof.key_averages().table(sort_by=key, row_limit=self.rows)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(
