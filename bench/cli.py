@@ -61,6 +61,17 @@ def help_text(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def extra_config_dirs(args: list[str]) -> list[Path]:
+    """Folders given with ``--config-dir``/``-cd`` (Hydra adds them to the search path)."""
+    out = []
+    for i, a in enumerate(args):
+        if a in ("--config-dir", "-cd") and i + 1 < len(args):
+            out.append(Path(args[i + 1]))
+        elif a.startswith("--config-dir="):
+            out.append(Path(a.split("=", 1)[1]))
+    return out
+
+
 def precheck_overrides(args: list[str], root: Path | None = None) -> None:
     """Parse ``key=value`` overrides and check group options exist, before Hydra composes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -68,8 +79,13 @@ def precheck_overrides(args: list[str], root: Path | None = None) -> None:
 
     parser = OverridesParser.create()
     groups = config_groups(root)
+    for extra in extra_config_dirs(args):
+        if extra.is_dir():
+            for group, options in config_groups(extra).items():
+                groups[group] = sorted({*groups.get(group, []), *options})
+    skip = {args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config-dir", "-cd")}
     for arg in args:
-        if arg.startswith("-") or "=" not in arg:
+        if arg.startswith("-") or "=" not in arg or arg in skip:
             continue
         try:
             (ov,) = parser.parse_overrides([arg])

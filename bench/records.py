@@ -63,6 +63,9 @@ HASH_EXCLUDE = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
     "trainer.enable_model_summary",
+    # where a run trains and how fast: the same configuration on a CPU or a GPU
+    "trainer.accelerator",
+    "trainer.benchmark",
 )
 # Keys whose values differ between repeats of one configuration: rows of a leaderboard pool
 # runs that differ only here (seeds, and the folds of a cross-validation).
@@ -312,6 +315,8 @@ class RunRecord:
             )
         if version < 2:
             d = _upgrade_v1(d)
+        if d.get("config"):  # rows follow the current rules of what makes a configuration
+            d["config_id"] = compute_config_id(d["config"])
         d["cost"] = Cost(**_known(Cost, d.get("cost") or {}))
         d["env"] = Env(**_known(Env, d.get("env") or {}))
         rec = cls(**{k: v for k, v in _known(cls, d).items() if k != "path"})
@@ -393,6 +398,17 @@ class RunStore:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def find_done(self, config: dict) -> RunRecord | None:
+        """A finished run of the same configuration, seed and fold under another run id (one
+        trained elsewhere, or before the run-id rules changed), or None."""
+        config_id, seed = compute_config_id(config), config.get("seed")
+        fold = ((config.get("data") or {}).get("cv") or {}).get("fold")
+        for rec in self.iter_records()[0]:
+            rec_fold = ((rec.config.get("data") or {}).get("cv") or {}).get("fold")
+            if rec.done and rec.config_id == config_id and rec.seed == seed and rec_fold == fold:
+                return rec
+        return None
 
     def iter_records(self) -> tuple[list[RunRecord], list[str]]:
         """All readable records, and a line for each unreadable one (never raises)."""

@@ -26,6 +26,7 @@ class ThroughputTimer(L.Callback):
         self.epoch_seconds: dict[int, float] = {}  # epoch index -> wall seconds
         self._intervals: list[tuple] = []  # (start, end) perf_counter floats or CUDA events
         self._open = None
+        self._epoch_samples = 0
         self._epoch_start: float | None = None
         self._epoch = 0
         self.test_samples = 0
@@ -48,12 +49,15 @@ class ThroughputTimer(L.Callback):
         self._open = self._mark(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += int(batch[0].shape[0])
+        n = int(batch[0].shape[0])
+        self.samples += n
+        self._epoch_samples += n
 
     def _stop(self, pl_module) -> None:
         if self._open is not None:
-            self._intervals.append((self._open, self._mark(pl_module)))
+            self._intervals.append((self._open, self._mark(pl_module), self._epoch_samples))
             self._open = None
+            self._epoch_samples = 0
 
     def _close_epoch(self, now: float) -> None:
         if self._epoch_start is not None:
@@ -70,16 +74,19 @@ class ThroughputTimer(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._close_epoch(time.perf_counter())
 
-    @property
-    def seconds(self) -> float:
-        total = 0.0
-        for start, end in self._intervals:
+    def _interval_seconds(self) -> list[tuple[float, int]]:
+        out = []
+        for start, end, n in self._intervals:
             if isinstance(start, float):
-                total += end - start
+                out.append((end - start, n))
             else:
                 end.synchronize()
-                total += start.elapsed_time(end) / 1000
-        return total
+                out.append((start.elapsed_time(end) / 1000, n))
+        return out
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for s, _ in self._interval_seconds())
 
     # inference throughput: the test loop alone (not the restore of weights before it)
     def on_test_epoch_start(self, trainer, pl_module) -> None:
@@ -103,8 +110,11 @@ class ThroughputTimer(L.Callback):
 
     @property
     def samples_per_sec(self) -> float | None:
-        seconds = self.seconds
-        return round(self.samples / seconds, 2) if seconds > 0 else None
+        """Training samples/s over the epochs after the first (which pays warm-up)."""
+        intervals = self._interval_seconds()
+        steady = intervals[1:] or intervals
+        seconds = sum(s for s, _ in steady)
+        return round(sum(n for _, n in steady) / seconds, 2) if seconds > 0 else None
 
     @property
     def steady_epoch_s(self) -> float | None:

@@ -133,8 +133,17 @@ def run_job(cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | Non
     from bench.costs import gmacs, param_counts
     from bench.job.build import build_job
     from bench.job.execute import execute
-    from bench.job.persist import persist
+    from bench.job.persist import persist, persist_outputs
 
+    if (cfg.get("probe") or {}).get("kind"):  # frozen features: no Lightning training
+        from bench.job.probe import run_probe
+        from bench.spec import DataSpec
+
+        if cfg.seed is not None:
+            torch.manual_seed(int(cfg.seed))
+        outputs = run_probe(cfg, record)
+        persist_outputs(run_dir, DataSpec.from_dict(record.spec), outputs, record)
+        return
     context, _ = run_context(record.run_id)
     job = build_job(cfg, run_dir, context)
     try:
@@ -183,9 +192,11 @@ def train(cfg: DictConfig) -> JobOutcome:
             report_job(outcome)
             return outcome
         previous = store.read(run_id)
-        if previous and previous.done and not cfg.get("force"):
-            log.info("skip %s: already done (+force=true to rerun)", run_id)
-            outcome = _outcome(previous, "skipped", 0.0)
+        same = None if previous or cfg.get("force") else store.find_done(cfg_dict)
+        if same is not None or (previous and previous.done and not cfg.get("force")):
+            done = same or previous
+            log.info("skip %s: already done as %s (+force=true to rerun)", run_id, done.run_id)
+            outcome = _outcome(done, "skipped", 0.0)
             report_job(outcome)
             return outcome
 
@@ -207,12 +218,14 @@ def train(cfg: DictConfig) -> JobOutcome:
             record.error = "interrupted by the user (KeyboardInterrupt); rerun to resume"
         except Exception as e:  # isolate the sweep from any crash inside one job
             cause = root_cause(e)
-            record.status = "failed"
-            if isinstance(cause, torch.cuda.OutOfMemoryError):
+            if type(cause).__name__ == "TrialPruned":  # an Optuna study stopped this trial
+                record.status, record.error = "pruned", str(cause)
+            elif isinstance(cause, torch.cuda.OutOfMemoryError):
+                record.status = "failed"
                 record.error = f"out of memory: {one_line(cause)}; lower data.batch_size"
             else:
-                record.error = one_line(cause)
-            if not isinstance(cause, BenchError):
+                record.status, record.error = "failed", one_line(cause)
+            if record.status == "failed" and not isinstance(cause, BenchError):
                 record.traceback = traceback.format_exc(limit=20)
         finally:
             record.finished_at = now_iso()
@@ -224,6 +237,8 @@ def train(cfg: DictConfig) -> JobOutcome:
         wall = time.perf_counter() - start
         if record.status == "done":
             print_run_summary(record, wall)
+        elif record.status == "pruned":
+            log.info("run %s pruned: %s", run_id, record.error)
         else:
             log.error("run %s %s: %s", run_id, record.status, record.error)
         outcome = _outcome(record, record.status, wall)

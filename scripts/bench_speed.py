@@ -87,15 +87,26 @@ def summarise(reps, warmup: int = 0):
 
 
 def markdown(summary) -> str:
-    cols = ["model", "method", "precision", "epoch_time_s", "train_samples_per_sec",
-            "gpu_util_pct", "val_auc", "harness_over_raw", "reference_over_harness"]
+    cols = [
+        "model",
+        "method",
+        "precision",
+        "epoch_time_s",
+        "train_samples_per_sec",
+        "gpu_util_pct",
+        "val_auc",
+        "harness_over_raw",
+        "reference_over_harness",
+    ]
     cols = [c for c in cols if c in summary]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in summary.iterrows():
         cells = []
         for c in cols:
             v = r[c]
-            cells.append("" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v))
+            cells.append(
+                "" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v)
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -111,27 +122,50 @@ def grid(args) -> int:
     rows = []
     log = out / "speed_reps.jsonl"
     for rep in range(warmup + args.reps):
-        order = methods[rep % len(methods):] + methods[: rep % len(methods)]  # rotate
+        order = methods[rep % len(methods) :] + methods[: rep % len(methods)]  # rotate
         for model in args.models:
             for method in order:
                 for prec in args.precisions if method != "reference" else ["32"]:
-                    s = Setting(model, prec, args.flag, args.data_dir, args.train_limit,
-                                args.seed, device, args.epochs)
+                    s = Setting(
+                        model,
+                        prec,
+                        args.flag,
+                        args.data_dir,
+                        args.train_limit,
+                        args.seed,
+                        device,
+                        args.epochs,
+                    )
                     row = {**measure(RUNNERS[method](), s), "rep": rep}
                     rows.append(row)
                     with log.open("a") as f:
-                        f.write(json.dumps({k: v for k, v in row.items() if k != "traceback"}) + "\n")
+                        f.write(
+                            json.dumps({k: v for k, v in row.items() if k != "traceback"}) + "\n"
+                        )
                     status = row.get("error") or f"epoch {row.get('epoch_time_s')} s"
                     print(f"rep {rep} {model} {method} {prec}: {status}", flush=True)
     if args.torch_profile:  # one more harness run of the first model, one epoch profiled
         prof = Path(args.torch_profile)
-        s = Setting(args.models[0], args.precisions[0], args.flag, args.data_dir, args.train_limit,
-                    args.seed, device, max(2, args.epochs),
-                    extra=("+callbacks.profile._target_=bench.speed.profile.EpochProfiler",
-                           f"+callbacks.profile.out={prof}"))
+        s = Setting(
+            args.models[0],
+            args.precisions[0],
+            args.flag,
+            args.data_dir,
+            args.train_limit,
+            args.seed,
+            device,
+            max(2, args.epochs),
+            extra=(
+                "+callbacks.profile._target_=bench.speed.profile.EpochProfiler",
+                f"+callbacks.profile.out={prof}",
+            ),
+        )
         row = measure(RUNNERS["harness"](), s)
-        print(f"profiled one harness epoch of {args.models[0]} into {prof}: "
-              f"{row.get('error') or 'ok'}", flush=True)
+        print(
+            f"profiled one harness epoch of {args.models[0]} into {prof}: "
+            f"{row.get('error') or 'ok'}",
+            flush=True,
+        )
     reps = pd.DataFrame(rows)
     facts = {**machine_facts(device), "epochs": args.epochs, "train_images": args.train_limit}
     for k, v in facts.items():
@@ -172,17 +206,30 @@ def pack(args) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             seeds = ",".join(str(i) for i in range(args.pack_jobs))
             cmd = [
-                sys.executable, "-m", "bench.train", "-m",
-                "hydra/launcher=gpu_pack", f"hydra.launcher.n_jobs={k}",
-                f"data={args.flag}", f"data.root={args.data_dir}", "data.download=false",
-                f"model={model}", f"trainer.max_epochs={args.epochs}", "logger=none",
+                sys.executable,
+                "-m",
+                "bench.train",
+                "-m",
+                "hydra/launcher=gpu_pack",
+                f"hydra.launcher.n_jobs={k}",
+                f"data={args.flag}",
+                f"data.root={args.data_dir}",
+                "data.download=false",
+                f"model={model}",
+                f"trainer.max_epochs={args.epochs}",
+                "logger=none",
                 f"trainer.precision={PRECISIONS[args.precisions[0]][0]}",
                 f"task.channels_last={str(PRECISIONS[args.precisions[0]][1]).lower()}",
-                "checkpoint.keep=none", f"seed={seeds}",
+                "checkpoint.keep=none",
+                f"seed={seeds}",
                 f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
             ]
-            env = {**os.environ, "MEDBENCH_RUNS_DIR": f"{tmp}/runs", "MEDBENCH_LOG_DIR": f"{tmp}/out",
-                   "WANDB_MODE": "disabled"}
+            env = {
+                **os.environ,
+                "MEDBENCH_RUNS_DIR": f"{tmp}/runs",
+                "MEDBENCH_LOG_DIR": f"{tmp}/out",
+                "WANDB_MODE": "disabled",
+            }
             from bench.speed.runners import gpu_monitor
 
             t0 = time.perf_counter()
@@ -193,15 +240,31 @@ def pack(args) -> int:
 
             recs = [r for r in RunStore(f"{tmp}/runs").iter_records()[0] if r.done]
             images = sum(r.split_sizes.get("train", 0) * (r.epochs_run or 0) for r in recs)
-            rows.append({
-                "k": k, "jobs": args.pack_jobs, "done": len(recs), "wall_s": round(wall, 2),
-                "train_images": round(images), "aggregate_images_per_sec": round(images / wall, 1),
-                "mean_val_auc": round(sum(r.val.get("auc", 0) for r in recs) / max(1, len(recs)), 4),
-                "gpu_util_pct": gpu.get("gpu_util_pct"), "model": args.models[0],
-                "precision": args.precisions[0], "epochs": args.epochs,
-                **{k2: v for k2, v in machine_facts(device).items() if k2 in ("machine", "torch")},
-                "error": None if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1:],
-            })
+            rows.append(
+                {
+                    "k": k,
+                    "jobs": args.pack_jobs,
+                    "done": len(recs),
+                    "wall_s": round(wall, 2),
+                    "train_images": round(images),
+                    "aggregate_images_per_sec": round(images / wall, 1),
+                    "mean_val_auc": round(
+                        sum(r.val.get("auc", 0) for r in recs) / max(1, len(recs)), 4
+                    ),
+                    "gpu_util_pct": gpu.get("gpu_util_pct"),
+                    "model": args.models[0],
+                    "precision": args.precisions[0],
+                    "epochs": args.epochs,
+                    **{
+                        k2: v
+                        for k2, v in machine_facts(device).items()
+                        if k2 in ("machine", "torch")
+                    },
+                    "error": None
+                    if proc.returncode == 0
+                    else proc.stderr.strip().splitlines()[-1:],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     df = pd.DataFrame(rows)
     base = df.loc[df.k == df.k.min(), "aggregate_images_per_sec"].iloc[0]
@@ -234,7 +297,8 @@ def project(args) -> int:
     """Measure rates on a synthetic dataset of real size, then project the 2D protocol."""
     import pandas as pd
 
-    from bench.speed.projection import Rates, project as project_hours, split_sizes, totals
+    from bench.speed.projection import Rates, split_sizes, totals
+    from bench.speed.projection import project as project_hours
 
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -288,15 +352,17 @@ def plain_protocol(args) -> int:
     options = _model_options(args.model, conf_dir())
     rows = []
     for seed in args.seeds:
-        row = plain_protocol_run(args.plain_protocol, args.data_dir, options, seed,
-                                 args.protocol_epochs, device)
+        row = plain_protocol_run(
+            args.plain_protocol, args.data_dir, options, seed, args.protocol_epochs, device
+        )
         row["model"] = args.model
         rows.append(row)
         print(json.dumps(row), flush=True)
         with (out / "plain_protocol.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
-    pd.DataFrame(rows).to_csv(out / f"plain_protocol_{args.plain_protocol}_{args.model}.csv",
-                              index=False)
+    pd.DataFrame(rows).to_csv(
+        out / f"plain_protocol_{args.plain_protocol}_{args.model}.csv", index=False
+    )
     return 0
 
 
@@ -328,21 +394,29 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=default_data_dir())
     p.add_argument("--flag", default="pneumoniamnist")
-    p.add_argument("--models", nargs="+", default=["bccnn", "resnet18_ss", "resnet50_ss"],
-                   choices=list(MODELS))
+    p.add_argument(
+        "--models", nargs="+", default=["bccnn", "resnet18_ss", "resnet50_ss"], choices=list(MODELS)
+    )
     p.add_argument("--methods", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
     p.add_argument("--precisions", nargs="+", default=["32", "bf16_cl"], choices=list(PRECISIONS))
     p.add_argument("--reps", type=int, default=3, help="measured repetitions per cell")
-    p.add_argument("--warmup-reps", type=int, default=None,
-                   help="unreported repetitions first (default: 1 on a GPU, 0 on the CPU)")
+    p.add_argument(
+        "--warmup-reps",
+        type=int,
+        default=None,
+        help="unreported repetitions first (default: 1 on a GPU, 0 on the CPU)",
+    )
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "results/speed"))
     p.add_argument("--append", action="store_true")
-    p.add_argument("--torch-profile", metavar="FILE",
-                   help="also profile one harness epoch of the first model (torch.profiler)")
+    p.add_argument(
+        "--torch-profile",
+        metavar="FILE",
+        help="also profile one harness epoch of the first model (torch.profiler)",
+    )
     p.add_argument("--aggregate-from")
     p.add_argument("--pack", nargs="+", type=int, metavar="K")
     p.add_argument("--pack-jobs", type=int, default=8, help="jobs in the --pack sweep")

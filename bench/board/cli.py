@@ -46,7 +46,9 @@ PRINT_COLUMNS = [
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench-leaderboard", description=__doc__.splitlines()[0])
-    p.add_argument("--runs-dir", default="runs", help="run store to read (default: runs)")
+    p.add_argument(
+        "--runs-dir", nargs="+", default=["runs"], help="run store(s) to read (default: runs)"
+    )
     p.add_argument("--out", default=None, help="output folder (default: results/ or results/NAME)")
     p.add_argument("--name", default=None, help="study name: writes results/NAME/")
     p.add_argument(
@@ -65,7 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compare-all", action="store_true", help="every pair, Holm-corrected")
     p.add_argument("--rank-test", action="store_true", help="Friedman/Nemenyi + CD diagram")
     p.add_argument("--ensembles", action="store_true", help="add seed/fold ensemble rows")
-    p.add_argument("--dataset", default=None, help="dataset for --compare (default: all shared)")
+    p.add_argument(
+        "--dataset",
+        nargs="+",
+        default=None,
+        help="only these datasets (e.g. retinamnist adrenalmnist3d_64); --compare: the one",
+    )
     p.add_argument("--publish", action="store_true", help="write a provenance README too")
     p.add_argument(
         "--recipe", default=None, help="with --publish: the command that trained the runs"
@@ -98,14 +105,21 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             f"--name {args.name!r} must be a plain folder name (letters, digits, _ . -); "
             "use --out for another location"
         )
-    records, problems = RunStore(args.runs_dir).iter_records()
+    records, problems = [], []
+    for store in args.runs_dir:
+        got, bad = RunStore(store).iter_records()
+        records += got
+        problems += bad
+    if args.dataset:
+        records = [r for r in records if r.dataset in args.dataset]
     for line in problems:
         print(f"warning: skipped unreadable record {line}", file=sys.stderr)
     board = board_from_records(
         records, args.metric, args.reference, args.n_boot, ci, args.seed, args.ensembles
     )
     if board.empty:
-        print(f"no finished runs in {args.runs_dir}; run bench-train first", file=sys.stderr)
+        where = " ".join(args.runs_dir)
+        print(f"no finished runs in {where}; run bench-train first", file=sys.stderr)
         return 1
     if board.n_unfinished:
         print(f"note: {board.n_unfinished} unfinished run(s) (failed/interrupted/running) left out")

@@ -56,7 +56,7 @@ def markdown(board: pd.DataFrame) -> str:
             "95% CI",
         ]
         header += ["IoU", "Dice pooled"] if seg else ["ACC", "last-epoch AUC"]
-        header += ["params (M)", "GMACs"]
+        header += ["params (M)", "GMACs", "train min/run"]
         ref = "ref_note" in g and g["ref_note"].notna().any()
         if ref:
             header += ["paper AUC", "Δ AUC", "paper protocol"]
@@ -78,7 +78,12 @@ def markdown(board: pd.DataFrame) -> str:
                 cells += [_mean_std(r, "test_iou"), _mean_std(r, "test_dice_pooled")]
             else:
                 cells += [_mean_std(r, "test_acc"), _mean_std(r, "last_auc")]
-            cells += [_num(r.get("param_count_m"), ".2f"), _num(r.get("gmacs"), ".3f")]
+            minutes = r.get("train_time_s")
+            cells += [
+                _num(r.get("param_count_m"), ".2f"),
+                _num(r.get("gmacs"), ".3f"),
+                _num(minutes / 60 if minutes is not None and minutes == minutes else None, ".1f"),
+            ]
             if ref:
                 d = r.get("delta_auc")
                 cells += [

@@ -122,9 +122,9 @@ def add_reference(
     """Add ``ref_auc``/``ref_acc``/``delta_auc``/``delta_acc``/``ref_note``/``ref_model``.
 
     A row is matched to the paper's row of the same dataset, input size and model; the deltas
-    are filled only when the protocols agree. They use the metric the paper's code reports:
-    ``ref_selection=last`` compares the last epoch's test metrics (``last_*``), ``best-val``
-    the best-validation ones (``test_*``).
+    are filled only when the protocols agree. They compare the weights the reference row's
+    ``selection`` names: ``best-val`` the best-validation test metrics (``test_*``), ``last``
+    those of the last epoch (``last_*``).
     """
     ref = load_reference(ref_path)
     board = board.copy()
@@ -155,10 +155,11 @@ def add_reference(
         if best_diffs:
             board.at[i, "ref_note"] = "; ".join(best_diffs)
             continue
-        prefix = "last" if best.get("selection", "last") == "last" else "test"
+        prefix = "last" if best.get("selection") == "last" else "test"
         board.at[i, "ref_auc"] = float(best["auc"])
         board.at[i, "ref_acc"] = float(best["acc"])
         board.at[i, "delta_auc"] = row.get(f"{prefix}_auc_mean") - float(best["auc"])
         board.at[i, "delta_acc"] = row.get(f"{prefix}_acc_mean") - float(best["acc"])
-        board.at[i, "ref_note"] = f"matches the paper's protocol (Δ on {prefix}-epoch weights)"
+        which = "last-epoch" if prefix == "last" else "best-validation"
+        board.at[i, "ref_note"] = f"matches the paper's protocol (Δ on the {which} weights)"
     return board

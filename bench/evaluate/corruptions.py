@@ -188,7 +188,9 @@ def _blur_axes(img: np.ndarray, sigma: float) -> tuple:
 def _convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     x = _to_float(img)
     if x.ndim == 3:
-        out = np.stack([ndimage.convolve(x[..., c], kernel, mode="reflect") for c in range(x.shape[2])], -1)
+        out = np.stack(
+            [ndimage.convolve(x[..., c], kernel, mode="reflect") for c in range(x.shape[2])], -1
+        )
     else:
         out = ndimage.convolve(x, kernel, mode="reflect")
     return _to_uint8(out)
@@ -230,7 +232,9 @@ def shot_noise(img, mult, rng, scale):
 def gaussian_blur(img, kernel, rng, scale):
     # torchvision's sigma for a kernel of this size at 224², scaled to the image
     sigma = (0.3 * ((kernel - 1) * 0.5 - 1) + 0.8) * scale
-    return _to_uint8(ndimage.gaussian_filter(_to_float(img), _blur_axes(img, sigma), mode="reflect"))
+    return _to_uint8(
+        ndimage.gaussian_filter(_to_float(img), _blur_axes(img, sigma), mode="reflect")
+    )
 
 
 def _disk(radius: float, alias_blur: float) -> np.ndarray:

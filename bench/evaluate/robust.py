@@ -123,14 +123,27 @@ def robustness_rows(records: list[RunRecord]) -> pd.DataFrame:
         rob = (r.evaluations or {}).get("robustness")
         if not rob:
             continue
-        base = {"dataset": r.dataset, "model": r.model, "scheme": r.scheme,
-                "config_id": r.config_id, "seed": r.seed}
-        rows.append({**base, "corruption": "clean", "family": "clean", "severity": 0,
-                     **rob["clean"]})
+        base = {
+            "dataset": r.dataset,
+            "model": r.model,
+            "scheme": r.scheme,
+            "config_id": r.config_id,
+            "seed": r.seed,
+        }
+        rows.append(
+            {**base, "corruption": "clean", "family": "clean", "severity": 0, **rob["clean"]}
+        )
         for name, sevs in rob["corruptions"].items():
             for sev, m in sevs.items():
-                rows.append({**base, "corruption": name, "family": rob["families"][name],
-                             "severity": int(sev), **m})
+                rows.append(
+                    {
+                        **base,
+                        "corruption": name,
+                        "family": rob["families"][name],
+                        "severity": int(sev),
+                        **m,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -152,10 +165,18 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
     for r in records:
         rob = (r.evaluations or {}).get("robustness")
         if rob:
-            rows.append({"dataset": r.dataset, "model": r.model, "config_id": r.config_id,
-                         "seed": r.seed, "clean_balanced_error": rob["clean"]["balanced_error"],
-                         "mean_be": rob["mean_be"], "mean_rbe": rob["mean_rbe"],
-                         **{f"be_{k}": v for k, v in rob["be"].items()}})
+            rows.append(
+                {
+                    "dataset": r.dataset,
+                    "model": r.model,
+                    "config_id": r.config_id,
+                    "seed": r.seed,
+                    "clean_balanced_error": rob["clean"]["balanced_error"],
+                    "mean_be": rob["mean_be"],
+                    "mean_rbe": rob["mean_rbe"],
+                    **{f"be_{k}": v for k, v in rob["be"].items()},
+                }
+            )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -173,27 +194,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", default=None, help="robustness table CSV (default: none)")
     p.add_argument("--force", action="store_true", help="re-evaluate runs that have results")
+    p.add_argument("--dataset", nargs="+", default=None, help="only runs on these datasets")
     args = p.parse_args(argv)
 
     def body() -> int:
-        device = args.device if args.device != "auto" else (
-            "cuda" if torch.cuda.is_available() else "cpu"
+        device = (
+            args.device
+            if args.device != "auto"
+            else ("cuda" if torch.cuda.is_available() else "cpu")
         )
         if any(s not in range(0, 6) for s in args.severities):
             raise ConfigError("--severities are 0 (clean) to 5")
         records: list[RunRecord] = [load_record(Path(d)) for d in args.run_dir]
         if args.runs_dir:
             records += [r for r in RunStore(args.runs_dir).iter_records()[0]]
-        records = [r for r in records if r.done and r.kind == "classification"
-                   and (r.spec or {}).get("spatial_dims") == 2]
+        records = [
+            r
+            for r in records
+            if r.done
+            and r.kind == "classification"
+            and (r.spec or {}).get("spatial_dims") == 2
+            and (not args.dataset or r.dataset in args.dataset)
+        ]
         if not records:
             raise ConfigError("no finished 2D classification runs to evaluate")
         cache: dict = {}
         for r in records:
             if (r.evaluations or {}).get("robustness") and not args.force:
-                print(f"{r.run_id}: done before (--force to redo)")
                 continue
-            r.evaluations["robustness"] = evaluate_run(r, tuple(args.severities), device, cache)
+            try:
+                r.evaluations["robustness"] = evaluate_run(r, tuple(args.severities), device, cache)
+            except ConfigError as e:  # one run without a checkpoint must not stop the others
+                print(f"{r.run_id}: skipped: {e}", file=sys.stderr)
+                continue
             RunStore(r.dir.parent).write(r)
             rob = r.evaluations["robustness"]
             print(
@@ -205,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             robustness_table(records).to_csv(out, index=False, float_format="%.5g")
-            summary_table(records).to_csv(out.with_name(out.stem + "_summary.csv"), index=False,
-                                          float_format="%.5g")
+            summary_table(records).to_csv(
+                out.with_name(out.stem + "_summary.csv"), index=False, float_format="%.5g"
+            )
             print(f"wrote {out}")
         return 0
 
@@ -215,5 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> None:
     sys.exit(main())
+
+
 if __name__ == "__main__":
     cli()

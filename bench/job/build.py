@@ -107,6 +107,13 @@ def _callbacks(
         callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.progress_refresh_steps)))
     if not bar:
         callbacks.append(EpochLines())
+    search = cfg.get("hparams_search") or {}
+    if search.get("trial_number") is not None:  # a trial of an Optuna study: report, maybe prune
+        from bench.search import OptunaPruning
+
+        callbacks.append(
+            OptunaPruning(search.storage, search.study_name, int(search.trial_number), task.monitor)
+        )
     return callbacks, checkpoint, timer, bool(bar)
 
 
@@ -120,7 +127,7 @@ def build_job(cfg: DictConfig, run_dir: Path, context: RunContext) -> Job:
     model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
     task_cfg = instantiate(cfg.task, _convert_="all")
     task_cfg["class_weights"] = resolve_class_weights(task_cfg.get("class_weights"), datamodule)
-    task = build_task(model, spec, **task_cfg)
+    task = build_task(model, spec, tta=(cfg.get("eval") or {}).get("tta", "none"), **task_cfg)
     callbacks, checkpoint, timer, bar = _callbacks(cfg, task, run_dir)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(

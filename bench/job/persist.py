@@ -70,13 +70,9 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_save(path, lambda f: f.write(df.to_csv(index=False, float_format="%.6g").encode()))
 
 
-def persist(job: Job, outcome: Outcome, record: RunRecord) -> None:
-    """Write the run folder's files and fill the record's per-class rows (rank 0 only)."""
-    if job.trainer.global_rank != 0:
-        return
-    run_dir = job.run_dir
-    spec = job.spec
-    for stage, outputs in outcome.predictions.items():
+def persist_outputs(run_dir: Path, spec, predictions: dict, record: RunRecord) -> None:
+    """Predictions files, per-class rows, AURC and temperature scaling from per-sample outputs."""
+    for stage, outputs in predictions.items():
         df = predictions_frame(outputs)
         if df is not None:
             write_csv(run_dir / f"predictions_{stage}.csv", df)
@@ -85,7 +81,16 @@ def persist(job: Job, outcome: Outcome, record: RunRecord) -> None:
                 outputs["target"], outputs["score"], spec.task, list(spec.label_names)
             )
     if spec.kind == "classification":
-        add_confidence_metrics(record, outcome.predictions, spec.task)
+        add_confidence_metrics(record, predictions, spec.task)
+
+
+def persist(job: Job, outcome: Outcome, record: RunRecord) -> None:
+    """Write the run folder's files and fill the record's per-class rows (rank 0 only)."""
+    if job.trainer.global_rank != 0:
+        return
+    run_dir = job.run_dir
+    spec = job.spec
+    persist_outputs(run_dir, spec, outcome.predictions, record)
     if outcome.history:
         write_csv(run_dir / "history.csv", pd.DataFrame(outcome.history))
     job.checkpoint.write_best(job.task.model)

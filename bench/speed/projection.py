@@ -49,7 +49,9 @@ class Rates:
         train_rate = float(row["train_samples_per_sec"])
         eval_rate = float(row["infer_samples_per_sec"])
         variable = n_train / train_rate + n_eval / eval_rate
-        return cls(train_rate, eval_rate, max(0.0, float(row["epoch_time_s"]) - variable), evaluates)
+        return cls(
+            train_rate, eval_rate, max(0.0, float(row["epoch_time_s"]) - variable), evaluates
+        )
 
     def epoch_seconds(self, sizes: dict[str, int]) -> float:
         n_eval = sizes["val"] + (sizes["train"] + sizes["test"] if self.evaluates == "all" else 0)
@@ -98,8 +100,5 @@ def project(
 def totals(projection: pd.DataFrame) -> pd.DataFrame:
     """Hours of the whole protocol per method (both models, every dataset)."""
     return (
-        projection.groupby("method")[["hours_one_at_a_time", "hours"]]
-        .sum()
-        .round(3)
-        .reset_index()
+        projection.groupby("method")[["hours_one_at_a_time", "hours"]].sum().round(3).reset_index()
     )

@@ -33,7 +33,7 @@ def build_task(model: nn.Module, spec: DataSpec, **cfg) -> BaseTask:
     set is a one-line error.
     """
     cls = TASKS_BY_KIND[spec.kind]
-    accepted = task_options(cls)
+    accepted = task_options(cls) | {"tta"}
     cfg = {k: v for k, v in cfg.items() if v is not None}
     wrong = sorted(set(cfg) - accepted)
     if wrong:

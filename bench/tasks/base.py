@@ -73,8 +73,14 @@ class BaseTask(L.LightningModule):
         backbone_lr_mult: float = 1.0,
         channels_last: bool = False,
         compile: bool | str = False,
+        tta: str = "none",
     ) -> None:
         super().__init__()
+        from bench.evaluate.tta import TTA_MODES
+
+        if tta not in TTA_MODES:
+            raise ValueError(f"eval.tta must be one of {TTA_MODES}, got {tta!r}")
+        self.tta = tta
         if compile not in COMPILE_MODES:
             raise ValueError(f"task.compile must be one of {COMPILE_MODES}, got {compile!r}")
         self.model = model
@@ -159,7 +165,12 @@ class BaseTask(L.LightningModule):
     # -- evaluation ----------------------------------------------------------------------------
     def _eval_step(self, stage: str, batch) -> None:
         x, y, idx = batch
-        logits = self(x)
+        if self.tta != "none" and self.trainer.state.fn != "fit":  # the final evaluation only
+            from bench.evaluate.tta import tta_logits
+
+            logits = tta_logits(self, x, self.tta, self.spec.task, self.spec.spatial_dims)
+        else:
+            logits = self(x)
         loss = self.loss(logits, y, reduction="sum")
         out = self.eval_outputs(logits.float(), y, idx, stage)
         out["loss_sum"] = loss.detach().reshape(1)

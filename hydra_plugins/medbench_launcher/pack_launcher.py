@@ -45,7 +45,11 @@ class PackLauncher(JoblibLauncher):
         **joblib: Any,
     ) -> None:
         super().__init__(n_jobs=n_jobs, **joblib)
-        self.max_jobs, self.memory_fraction, self.target_util = max_jobs, memory_fraction, target_util
+        self.max_jobs, self.memory_fraction, self.target_util = (
+            max_jobs,
+            memory_fraction,
+            target_util,
+        )
 
     def _choose(self, job_overrides: Sequence[Sequence[str]]) -> int:
         from hydra.core.singleton import Singleton
@@ -62,15 +66,21 @@ class PackLauncher(JoblibLauncher):
             log.info("gpu_pack: no GPU; running one job at a time (set hydra.launcher.n_jobs)")
             return 1
         (probe,) = Parallel(n_jobs=1, backend="loky")(
-            [delayed(_probe_first_job)(
-                self.hydra_context, self.config, job_overrides[0], Singleton.get_state()
-            )]
+            [
+                delayed(_probe_first_job)(
+                    self.hydra_context, self.config, job_overrides[0], Singleton.get_state()
+                )
+            ]
         )
         k, why = pack_size(probe, self.max_jobs, self.memory_fraction, self.target_util)
-        log.info("gpu_pack: %d jobs at once (%s)%s", k, why, "; CUDA MPS active" if mps_active() else "")
+        log.info(
+            "gpu_pack: %d jobs at once (%s)%s", k, why, "; CUDA MPS active" if mps_active() else ""
+        )
         return k
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         k = min(self._choose(job_overrides), max(1, len(job_overrides)))
         self.joblib["n_jobs"] = k
         # jobs read the chosen K from their config (torch threads = cores / K, the ETA)

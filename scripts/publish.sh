@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make publish: train (or skip, when already done) every run of the published studies, then
+# write results/<study>/ (leaderboard CSV/Markdown, per-class table, Holm-corrected comparison,
+# robustness table, provenance README). Resumable: rerun after an interruption.
+# Hours on 2 CPU cores; minutes on a GPU (add trainer.accelerator=gpu via EXTRA).
+set -euo pipefail
+BIN="${BIN:-.venv/bin}"
+STORE="${STORE:-runs/published}"
+EXTRA="${EXTRA:-}"
+export WANDB_MODE="${WANDB_MODE:-disabled}"
+train() { "$BIN/bench-train" -m experiment=medmnist_protocol logger=none paths.runs_dir="$STORE" \
+  trainer.enable_progress_bar=false "$@" $EXTRA; }
+MODELS_2D=bccnn,mobilenet,xception,paper_resnet18,paper_resnet50
+# the order of the issue: RetinaMNIST (cheap first), AdrenalMNIST3D, then PneumoniaMNIST
+train data=retinamnist model=$MODELS_2D seed=0,1,2
+train data=adrenalmnist3d model=cnn3d,resnet18_3d seed=0,1,2
+train data=adrenalmnist3d data.size=64 model=cnn3d seed=0,1,2
+train data=pneumoniamnist model=$MODELS_2D seed=0,1,2
+"$BIN/bench-train" -m experiment=[medmnist_protocol,cv] data=retinamnist model=bccnn logger=none \
+  paths.runs_dir="$STORE" trainer.enable_progress_bar=false $EXTRA
+"$BIN/bench-robust" --runs-dir "$STORE" || true  # runs whose checkpoint is elsewhere: skipped
+publish() {  # $1 = study name, rest = datasets
+  local name=$1; shift
+  "$BIN/bench-leaderboard" --runs-dir "$STORE" --dataset "$@" --name "$name" --reference \
+    --ensembles --compare-all --publish --recipe "make publish (scripts/publish.sh)"
+}
+publish retinamnist retinamnist
+"$BIN/bench-robust" --runs-dir "$STORE" --dataset retinamnist --out results/retinamnist/robustness.csv
+publish pneumoniamnist pneumoniamnist
+"$BIN/bench-robust" --runs-dir "$STORE" --dataset pneumoniamnist \
+  --out results/pneumoniamnist/robustness.csv
+publish adrenalmnist3d adrenalmnist3d adrenalmnist3d_64
