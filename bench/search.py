@@ -102,11 +102,21 @@ def write_best_experiment(
 class OptunaPruning(L.Callback):
     """Report each epoch's validation score to the trial; stop a hopeless trial."""
 
-    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str) -> None:
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        trial_number: int,
+        monitor: str,
+        pruner: str | None = "median",
+    ) -> None:
         import optuna
 
         self.monitor = monitor
-        self.study = optuna.load_study(study_name=study_name, storage=storage)
+        # the pruner is not stored with the study: the sweeper passes its name along
+        self.study = optuna.load_study(
+            study_name=study_name, storage=storage, pruner=make_pruner(pruner)
+        )
         self.trial_id = next(
             t._trial_id for t in self.study.get_trials(deepcopy=False) if t.number == trial_number
         )

@@ -194,7 +194,7 @@ class SweepSummaryCallback(Callback):
         jobs = _read_jobs(state / "jobs")
         counts = _count(jobs)
         try:
-            total = int((state / "total").read_text()) or len(jobs)
+            total = int((state / "total").read_text())
         except (OSError, ValueError):
             total = len(jobs)
         summary = SweepSummary(

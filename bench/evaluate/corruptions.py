@@ -178,11 +178,8 @@ def _to_float(img: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
-
-
-def _blur_axes(img: np.ndarray, sigma: float) -> tuple:
-    return (sigma, sigma, 0) if img.ndim == 3 else (sigma, sigma)
+    # rounded, not floored: a float round trip must not darken every pixel by one level
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
 def _convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -230,19 +227,21 @@ def shot_noise(img, mult, rng, scale):
 
 
 def gaussian_blur(img, kernel, rng, scale):
-    # torchvision's sigma for a kernel of this size at 224², scaled to the image
+    # torchvision's sigma for a kernel of this size at 224², scaled to the image; ``img`` is a
+    # batch (N, H, W) or (N, H, W, C): the batch and channel axes are not blurred
     sigma = (0.3 * ((kernel - 1) * 0.5 - 1) + 0.8) * scale
-    return _to_uint8(
-        ndimage.gaussian_filter(_to_float(img), _blur_axes(img, sigma), mode="reflect")
-    )
+    axes = (0, sigma, sigma, 0)[: img.ndim]
+    return _to_uint8(ndimage.gaussian_filter(_to_float(img), axes, mode="reflect"))
 
 
-def _disk(radius: float, alias_blur: float) -> np.ndarray:
-    r = max(radius, 0.5)
-    half = int(np.ceil(r)) + 1
-    ax = np.arange(-half, half + 1)
-    xx, yy = np.meshgrid(ax, ax)
-    disk = ((xx**2 + yy**2) <= r**2).astype(np.float64)
+def _disk(radius: float, alias_blur: float, supersample: int = 9) -> np.ndarray:
+    """A disk kernel whose weights are each pixel's covered area (so sub-pixel radii, as a
+    224² radius scaled to 28², still blur), softened by ``alias_blur``."""
+    half = int(np.ceil(radius)) + 1
+    fine = (np.arange((2 * half + 1) * supersample) + 0.5) / supersample - half - 0.5
+    xx, yy = np.meshgrid(fine, fine)
+    inside = (xx**2 + yy**2) <= radius**2
+    disk = inside.reshape(2 * half + 1, supersample, 2 * half + 1, supersample).mean((1, 3))
     disk = ndimage.gaussian_filter(disk, max(alias_blur, 1e-3))
     return disk / disk.sum()
 
@@ -338,6 +337,10 @@ def corruptions_for(flag: str) -> dict[str, tuple]:
     return SEVERITIES[flag]
 
 
+# elementwise (or batch-aware) corruptions: applied to the whole batch at once
+BATCHED = {gaussian_noise, speckle_noise, impulse_noise, shot_noise, gaussian_blur, gamma}
+
+
 def corrupt(images: np.ndarray, name: str, severity: int, flag: str, seed: int = 0) -> np.ndarray:
     """Corrupt channels-first uint8 images (N, C, H, W) at ``severity`` (0 = unchanged).
 
@@ -349,6 +352,10 @@ def corrupt(images: np.ndarray, name: str, severity: int, flag: str, seed: int =
     fn = CORRUPTIONS[name]
     rng = np.random.default_rng([seed, severity, sum(map(ord, name))])
     scale = images.shape[-1] / 224
+    if fn in BATCHED:  # (N, C, H, W) -> (N, H, W[, C]) and back
+        hwc = images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1)
+        res = np.asarray(fn(hwc, params, rng, scale), dtype=np.uint8)
+        return res[:, None] if images.shape[1] == 1 else np.moveaxis(res, -1, 1)
     out = np.empty_like(images)
     for i, img in enumerate(images):
         hwc = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)

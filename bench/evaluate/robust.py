@@ -76,8 +76,10 @@ def evaluate_run(
     severities: tuple[int, ...] = (1, 2, 3, 4, 5),
     device: str = "cpu",
     cache: dict | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> dict:
-    """The robustness section of the record; ``cache`` shares corrupted sets between runs."""
+    """The robustness section of the record; ``cache`` shares corrupted sets between runs;
+    ``only`` restricts the corruptions (default: all MedMNIST-C defines for the dataset)."""
     if record.kind != "classification" or (record.spec or {}).get("spatial_dims") != 2:
         raise ConfigError(f"{record.run_id}: robustness needs a 2D classification run")
     flag = (record.config.get("data") or {}).get("flag")
@@ -96,7 +98,7 @@ def evaluate_run(
     clean = _metrics(y, predict(model, dm, images, device), task)
     out: dict = {"clean": clean, "corruptions": {}, "be": {}, "rbe": {}, "families": {}}
     cache = {} if cache is None else cache
-    for name in table:
+    for name in [n for n in table if only is None or n in only]:
         per_sev = {}
         for sev in severities:
             key = (flag, images.shape, name, sev)

@@ -112,7 +112,13 @@ def _callbacks(
         from bench.search import OptunaPruning
 
         callbacks.append(
-            OptunaPruning(search.storage, search.study_name, int(search.trial_number), task.monitor)
+            OptunaPruning(
+                search.storage,
+                search.study_name,
+                int(search.trial_number),
+                task.monitor,
+                search.get("pruner", "median"),
+            )
         )
     return callbacks, checkpoint, timer, bool(bar)
 

@@ -52,14 +52,17 @@ class OptunaSweeper(Sweeper):
 
         if self.storage.startswith("sqlite:///"):
             Path(self.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=self.study_name,
             storage=self.storage,
             direction=self.direction,
-            sampler=optuna.samplers.TPESampler(seed=self.sampler_seed),
             pruner=make_pruner(self.pruner),
             load_if_exists=True,
         )
+        # a resumed study must not replay the random draws it already made: offset the seed
+        seed = None if self.sampler_seed is None else self.sampler_seed + len(study.trials)
+        study.sampler = optuna.samplers.TPESampler(seed=seed)
+        return study
 
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
@@ -88,6 +91,12 @@ class OptunaSweeper(Sweeper):
             study.tell(t.number, state=TrialState.FAIL)
         if n_finished():
             log.info("study %s: resuming with %d finished trials", self.study_name, n_finished())
+        # the jobs this sweep will launch (for the "job k of N" lines and the summary)
+        from bench.io import atomic_write_text
+        from bench.sweep import STATE_DIR
+
+        todo = max(0, self.n_trials - n_finished())
+        atomic_write_text(Path(self.config.hydra.sweep.dir) / STATE_DIR / "total", str(todo))
         job_idx = n_finished()
         returns = []
         while n_finished() < self.n_trials:
