@@ -87,6 +87,23 @@ def _state_dir(sweep_dir: str | Path) -> Path:
     return Path(sweep_dir) / STATE_DIR
 
 
+def jobs_at_once(launcher_cfg) -> int:
+    """How many jobs of the sweep run at the same time (1 for the basic launcher)."""
+    import os
+
+    for value in (
+        os.environ.get("MEDBENCH_JOBS_AT_ONCE"),
+        launcher_cfg.get("n_jobs"),
+        launcher_cfg.get("array_parallelism"),
+    ):
+        try:
+            if value is not None and int(value) > 0:
+                return int(value)
+        except (TypeError, ValueError):
+            continue
+    return 1
+
+
 def current_job() -> tuple[int, int, Path, int] | None:
     """``(job number, total, state dir, jobs in parallel)`` inside a multirun job, else None."""
     try:
@@ -100,8 +117,7 @@ def current_job() -> tuple[int, int, Path, int] | None:
         total = int((state / "total").read_text())
     except (OSError, ValueError):
         total = 0
-    parallel = hc.launcher.get("n_jobs") or hc.launcher.get("array_parallelism") or 1
-    return int(hc.job.num), total, state, int(parallel)
+    return int(hc.job.num), total, state, jobs_at_once(hc.launcher)
 
 
 def format_duration(seconds: float) -> str:

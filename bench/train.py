@@ -100,12 +100,15 @@ def set_threads(cfg: DictConfig) -> None:
     """Torch threads: ``threads`` if set, else the cores shared among parallel local jobs."""
     threads = cfg.get("threads")
     if threads is None:
+        from bench.sweep import jobs_at_once
+
         try:
-            n_jobs = HydraConfig.get().launcher.get("n_jobs")
+            hc = HydraConfig.get()
+            n_jobs = jobs_at_once(hc.launcher) if hc.mode == RunMode.MULTIRUN else 1
         except ValueError:
-            n_jobs = None
-        if n_jobs and n_jobs > 1:
-            threads = max(1, (os.cpu_count() or 1) // int(n_jobs))
+            n_jobs = 1
+        if n_jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // n_jobs)
     if threads:
         torch.set_num_threads(int(threads))
 

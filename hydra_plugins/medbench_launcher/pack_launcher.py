@@ -86,5 +86,5 @@ class PackLauncher(JoblibLauncher):
         # jobs read the chosen K from their config (torch threads = cores / K, the ETA)
         with open_dict(self.config):
             self.config.hydra.launcher.n_jobs = k
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // k)))
+        os.environ["MEDBENCH_JOBS_AT_ONCE"] = str(k)  # read by the jobs (loky inherits it)
         return super().launch(job_overrides, initial_job_idx)

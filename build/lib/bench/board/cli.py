@@ -1,0 +1,204 @@
+"""``bench-leaderboard``: leaderboard CSV/Markdown files and a printed table from a run store.
+
+bench-leaderboard --runs-dir runs                  # results/leaderboard.csv (+ .md)
+bench-leaderboard --runs-dir runs --name pneumoniamnist --reference --publish
+bench-leaderboard --runs-dir runs --compare resnet18 bccnn --dataset pneumoniamnist
+bench-leaderboard --runs-dir runs --compare-all --rank-test --ensembles
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bench.board import board_from_records
+from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
+from bench.board.outputs import write_csv, write_outputs, write_provenance
+from bench.cli import exit_code_of
+from bench.errors import ConfigError
+from bench.io import atomic_write_text
+from bench.metrics import CLASSIFICATION_METRICS
+from bench.records import RunStore
+from bench.stats import cd_diagram
+
+PRINT_COLUMNS = [
+    "rank",
+    "dataset",
+    "model",
+    "scheme",
+    "epochs",
+    "n_runs",
+    "test_auc_mean",
+    "test_auc_std",
+    "test_acc_mean",
+    "test_dice_mean",
+    "test_dice_std",
+    "param_count_m",
+    "train_time_s",
+    "ref_auc",
+    "delta_auc",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench-leaderboard", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--runs-dir", nargs="+", default=["runs"], help="run store(s) to read (default: runs)"
+    )
+    p.add_argument("--out", default=None, help="output folder (default: results/ or results/NAME)")
+    p.add_argument("--name", default=None, help="study name: writes results/NAME/")
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="ranking metric (default: test_auc; test_dice for segmentation)",
+    )
+    p.add_argument("--reference", action="store_true", help="add MedMNIST v2 paper deltas")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
+    p.add_argument(
+        "--ci-metrics",
+        default=None,
+        help="comma list of test metrics to bootstrap, or 'all' (default auc,acc; dice,iou)",
+    )
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired test of two models")
+    p.add_argument("--compare-all", action="store_true", help="every pair, Holm-corrected")
+    p.add_argument("--rank-test", action="store_true", help="Friedman/Nemenyi + CD diagram")
+    p.add_argument("--ensembles", action="store_true", help="add seed/fold ensemble rows")
+    p.add_argument(
+        "--dataset",
+        nargs="+",
+        default=None,
+        help="only these datasets (e.g. retinamnist adrenalmnist3d_64); --compare: the one",
+    )
+    p.add_argument("--publish", action="store_true", help="write a provenance README too")
+    p.add_argument(
+        "--recipe", default=None, help="with --publish: the command that trained the runs"
+    )
+    p.add_argument("--wandb", action="store_true", help="log the table to a W&B aggregate run")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return exit_code_of(lambda: run(args, sys.argv[1:] if argv is None else argv))
+
+
+def _ci_metrics(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    ci = list(CLASSIFICATION_METRICS) if value == "all" else [m for m in value.split(",") if m]
+    unknown = [m for m in ci if m not in (*CLASSIFICATION_METRICS, "dice", "iou", "dice_pooled")]
+    if unknown:
+        raise ConfigError(f"--ci-metrics: unknown {unknown}; valid: {CLASSIFICATION_METRICS}")
+    return ci
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """The command body of bench-leaderboard (errors are reported by :func:`main`)."""
+    ci = _ci_metrics(args.ci_metrics)
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        raise ConfigError(
+            f"--name {args.name!r} must be a plain folder name (letters, digits, _ . -); "
+            "use --out for another location"
+        )
+    records, problems = [], []
+    for store in args.runs_dir:
+        got, bad = RunStore(store).iter_records()
+        records += got
+        problems += bad
+    if args.dataset:
+        records = [r for r in records if r.dataset in args.dataset]
+    for line in problems:
+        print(f"warning: skipped unreadable record {line}", file=sys.stderr)
+    board = board_from_records(
+        records, args.metric, args.reference, args.n_boot, ci, args.seed, args.ensembles
+    )
+    if board.empty:
+        where = " ".join(args.runs_dir)
+        print(f"no finished runs in {where}; run bench-train first", file=sys.stderr)
+        return 1
+    if board.n_unfinished:
+        print(f"note: {board.n_unfinished} unfinished run(s) (failed/interrupted/running) left out")
+    table = board.table
+    if args.compare:
+        metric = (args.metric or "test_auc").removeprefix("test_")
+        print(
+            compare_pair(
+                board.runs,
+                table,
+                *args.compare,
+                args.dataset,
+                metric,
+                args.n_boot or 1000,
+                args.seed,
+            )
+        )
+        return 0
+    out = Path(args.out) if args.out else Path("results") / (args.name or "")
+    written = write_outputs(table, out, board.records)
+    notes: list[str] = []
+    if args.compare_all:
+        metric = args.metric or "test_auc"
+        for ds, pairs in compare_all(
+            board.runs, table, metric, args.n_boot or 1000, args.seed
+        ).items():
+            written.append(write_csv(out / "compare" / f"{ds}.csv", pairs))
+            matrix = matrix_of(pairs)
+            atomic_write_text(
+                out / "compare" / f"{ds}_p_holm.csv", matrix.to_csv(float_format="%.4g")
+            )
+            sig = int(pairs["significant"].sum())
+            notes.append(f"{ds}: {sig} of {len(pairs)} pairs differ at Holm-adjusted p < 0.05")
+    if args.rank_test:
+        test = rank_test(table, args.metric or "test_auc")
+        notes.append(test.note)
+        if test.ran:
+            written.append(
+                write_csv(out / "friedman_ranks.csv", test.ranks.rename("mean_rank").reset_index())
+            )
+            atomic_write_text(out / "nemenyi.csv", test.nemenyi.to_csv(float_format="%.4g"))
+            written.append(cd_diagram(test, out / "cd_diagram.png"))
+    for n in notes:
+        print(n)
+    if args.publish:
+        written.append(write_provenance(out, argv, table, args.recipe, notes))
+    if args.wandb:
+        log_to_wandb(table, {r.sweep_group for r in board.records.values() if r.done})
+    show = [c for c in PRINT_COLUMNS if c in table and table[c].notna().any()]
+    show[4:4] = [c for c in table.attrs.get("varying", []) if c in table]
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format
+    ):
+        print(table[show].to_string(index=False))
+    print(f"wrote {written[0]} ({len(table)} rows)")
+    return 0
+
+
+def log_to_wandb(table: pd.DataFrame, groups: set, project: str = "medbench") -> None:
+    """Log the leaderboard as a ``wandb.Table`` in an ``aggregate`` run of the sweep's group."""
+    import wandb
+
+    from bench.tracking import resolve_wandb_mode
+
+    group = next(iter(groups)) if len(groups) == 1 else None
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="aggregate",
+        name=f"leaderboard-{group or 'all'}",
+        mode=resolve_wandb_mode("auto"),
+    )
+    try:
+        shown = table.drop(columns=["_first_run"], errors="ignore")
+        shown = shown.astype(object).where(shown.notna(), None)
+        run.log({"leaderboard": wandb.Table(dataframe=shown)})
+    finally:
+        wandb.finish()
+
+
+def cli() -> None:
+    sys.exit(main())

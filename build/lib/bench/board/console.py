@@ -1,0 +1,34 @@
+"""A compact leaderboard for the console (the end of a sweep)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.board import board_from_records
+from bench.records import RunStore
+
+COLUMNS = ["rank", "dataset", "model", "scheme", "n_runs"]
+
+
+def sweep_board_text(runs_dir: str, run_ids: list[str]) -> str:
+    """The leaderboard of the runs ``run_ids`` (no bootstrap: it prints at once)."""
+    store = RunStore(runs_dir)
+    records = [r for r in (store.read(i) for i in dict.fromkeys(run_ids)) if r is not None]
+    board = board_from_records(records, n_boot=0)
+    if board.empty:
+        return ""
+    table = board.table
+    cols = COLUMNS[:4] + [c for c in table.attrs.get("varying", []) if c in table] + COLUMNS[4:]
+    for m in ("test_auc", "test_acc", "test_dice"):
+        if f"{m}_mean" in table and table[f"{m}_mean"].notna().any():
+            table[m] = [
+                "" if a != a else f"{a:.3f}" + ("" if b != b else f" ± {b:.3f}")
+                for a, b in zip(
+                    table[f"{m}_mean"],
+                    table.get(f"{m}_std", table[f"{m}_mean"] * float("nan")),
+                    strict=True,
+                )
+            ]
+            cols.append(m)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        return table[cols].to_string(index=False)

@@ -1,0 +1,169 @@
+"""Read and validate npz files in the MedMNIST layout (``{split}_images`` / ``{split}_labels``)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import CorruptFileError, DataFormatError
+from bench.spec import DataSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """Open an npz archive, turning numpy/zip failures into :class:`CorruptFileError`."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+        raise CorruptFileError(
+            f"{path} is not a readable npz archive ({type(e).__name__}: {e}); "
+            "delete it and download it again or re-export it with numpy.savez"
+        ) from None
+
+
+def read_array(npz: np.lib.npyio.NpzFile, key: str, path: Path, mmap_dir: Path | None = None):
+    """Read one member; with ``mmap_dir``, extract it once to ``.npy`` and memory-map it."""
+    if key not in npz.files:
+        raise DataFormatError(
+            f"{path} has no array {key!r} (it has {sorted(npz.files)}); "
+            "expected the MedMNIST layout train_images/train_labels/val_*/test_*"
+        )
+    try:
+        if mmap_dir is None:
+            return npz[key]
+        mmap_dir.mkdir(parents=True, exist_ok=True)
+        out = mmap_dir / f"{key}.npy"
+        if not out.exists():
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, npz[key])
+            tmp.replace(out)
+        return np.load(out, mmap_mode="r")
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+        raise CorruptFileError(
+            f"{path}: array {key!r} is truncated or corrupt ({type(e).__name__}); "
+            "delete the file and download it again"
+        ) from None
+
+
+def check_images(images: np.ndarray, key: str, path: Path, ndim_options: tuple[int, ...]) -> None:
+    if images.dtype != np.uint8:
+        raise DataFormatError(
+            f"{path}: {key} has dtype {images.dtype}, expected uint8 (0-255); "
+            "convert with (x * 255).round().astype(np.uint8) before saving"
+        )
+    if images.ndim not in ndim_options:
+        raise DataFormatError(
+            f"{path}: {key} has shape {images.shape}; expected {ndim_options} dimensions "
+            "(N,H,W), (N,H,W,C) or (N,D,H,W)"
+        )
+
+
+def check_labels(
+    labels: np.ndarray, n_images: int, key: str, path: Path, num_classes: int, multi_label: bool
+) -> np.ndarray:
+    """Validate and normalise labels: (N,) int64 for single-label, (N,L) float32 for multi-label."""
+    if labels.shape[0] != n_images:
+        raise DataFormatError(
+            f"{path}: {key} has {labels.shape[0]} labels for {n_images} images; "
+            "images and labels must have the same first dimension"
+        )
+    if multi_label:
+        labels = labels.reshape(n_images, -1)
+        if labels.shape[1] != num_classes:
+            raise DataFormatError(
+                f"{path}: {key} has {labels.shape[1]} label columns, expected {num_classes}"
+            )
+        if labels.size and (labels.min() < 0 or labels.max() > 1):
+            raise DataFormatError(f"{path}: {key} multi-label values must be 0 or 1")
+        return labels.astype(np.float32)
+    labels = labels.reshape(n_images, -1)
+    if labels.shape[1] != 1:
+        raise DataFormatError(
+            f"{path}: {key} has shape {labels.shape}; single-label data needs (N,) or (N,1)"
+        )
+    labels = labels[:, 0]
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataFormatError(
+            f"{path}: {key} has labels in [{labels.min()}, {labels.max()}] but the dataset has "
+            f"{num_classes} classes (0..{num_classes - 1}); fix the labels or num_classes"
+        )
+    return labels.astype(np.int64)
+
+
+def check_masks(
+    masks: np.ndarray,
+    images: np.ndarray,
+    key: str,
+    path: Path,
+    num_classes: int,
+    spatial_dims: int = 2,
+):
+    if masks.shape[0] != images.shape[0]:
+        raise DataFormatError(
+            f"{path}: {key} has {masks.shape[0]} masks for {images.shape[0]} images"
+        )
+    spatial = images.shape[1 : 1 + spatial_dims]
+    if tuple(masks.shape[1 : 1 + len(spatial)]) != tuple(spatial):
+        raise DataFormatError(
+            f"{path}: {key} masks are {tuple(masks.shape[1:])}, images are {tuple(spatial)}; "
+            "masks must have the images' spatial size"
+        )
+    if masks.size and (masks.min() < 0 or masks.max() >= num_classes):
+        raise DataFormatError(
+            f"{path}: {key} has mask values up to {masks.max()} but num_classes={num_classes}; "
+            "set data.num_classes to the number of mask values (background included)"
+        )
+    return masks.astype(np.int64)
+
+
+def to_channels_first(images: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """(N,H,W)->(N,1,H,W), (N,H,W,C)->(N,C,H,W), (N,D,H,W)->(N,1,D,H,W)."""
+    if spatial_dims == 3:
+        return images[:, None] if images.ndim == 4 else np.moveaxis(images, -1, 1)
+    if images.ndim == 3:
+        return images[:, None]
+    return np.moveaxis(images, -1, 1)
+
+
+def load_classification_npz(path: Path, spec: DataSpec, mmap_dir: Path | None = None) -> dict:
+    """Load and validate all splits of a classification npz: ``{split: (images, labels)}``."""
+    npz = open_npz(path)
+    ndims = (4,) if spec.spatial_dims == 3 else (3, 4)
+    out = {}
+    for split in SPLITS:
+        images = read_array(npz, f"{split}_images", path, mmap_dir)
+        labels = read_array(npz, f"{split}_labels", path)
+        check_images(images, f"{split}_images", path, ndims)
+        labels = check_labels(
+            labels,
+            images.shape[0],
+            f"{split}_labels",
+            path,
+            spec.num_classes,
+            multi_label=spec.task == "multi-label",
+        )
+        images = to_channels_first(images, spec.spatial_dims)
+        if images.shape[1] != spec.in_channels:
+            raise DataFormatError(
+                f"{path}: {split}_images have {images.shape[1]} channels but the dataset "
+                f"declares {spec.in_channels}; the file does not belong to {spec.name}"
+            )
+        out[split] = (images, labels)
+    return out

@@ -1,0 +1,2 @@
+"""Evaluations beyond accuracy: calibration, selective prediction, robustness to corruptions,
+test-time augmentation and MC-dropout, on finished runs."""

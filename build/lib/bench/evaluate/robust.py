@@ -1,0 +1,257 @@
+"""``bench-robust``: evaluate finished runs on corrupted copies of their test split.
+
+    bench-robust --runs-dir runs                    # every finished 2D classification run
+    bench-robust --run-dir runs/<run_id> --severities 1 3 5
+    bench-robust --runs-dir runs --out results/pneumoniamnist/robustness.csv
+
+For each run: the best checkpoint is scored on the clean test split and on every corruption x
+severity MedMNIST-C defines for the dataset (bench/evaluate/corruptions.py). Reported as
+MedMNIST-C reports it: balanced error (1 - balanced accuracy, per label averaged for
+multi-label) per corruption averaged over severities (BE) and its excess over the clean balanced
+error (RBE). MedMNIST-C also divides both by AlexNet's; that needs an AlexNet run as reference,
+so the record keeps the unnormalised values. The results go into the run record
+(``evaluations.robustness``) and a table per dataset (model x corruption x severity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.cli import exit_code_of
+from bench.errors import ConfigError
+from bench.evaluate.corruptions import NOT_IMPLEMENTED, corrupt, corruptions_for, family_of
+from bench.metrics import classification_metrics
+from bench.records import RunRecord, RunStore, load_record
+
+log = logging.getLogger("bench.robust")
+METRICS = ("acc", "auc", "balanced_acc")
+
+
+def load_run_model(record: RunRecord, device: str = "cpu"):
+    """(datamodule set up on the CPU, model with the best weights, in eval mode)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from bench.explain import best_checkpoint
+    from bench.models.transfer import read_state_dict
+    from bench.spec import DataSpec
+
+    cfg = OmegaConf.create(record.config)
+    spec = DataSpec.from_dict(record.spec)
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
+    model.load_state_dict(read_state_dict(best_checkpoint(record.dir)))
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    return dm, model.to(device).eval()
+
+
+def predict(model, dm, images: np.ndarray, device: str, batch: int = 512) -> np.ndarray:
+    """Probabilities for uint8 images (N, C, ...) through the run's own preprocessing."""
+    from bench.metrics import scores_from_logits
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.as_tensor(images[i : i + batch]).to(device)
+            x, _ = dm.preprocess(x, torch.zeros(len(x), dtype=torch.long, device=device))
+            out.append(scores_from_logits(model(x).float(), dm.spec.task).cpu())
+    return torch.cat(out).numpy()
+
+
+def _metrics(y, score, task) -> dict[str, float]:
+    m = classification_metrics(y, score, task, METRICS)
+    m["balanced_error"] = 1.0 - m["balanced_acc"]
+    return m
+
+
+def evaluate_run(
+    record: RunRecord,
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5),
+    device: str = "cpu",
+    cache: dict | None = None,
+    only: tuple[str, ...] | None = None,
+) -> dict:
+    """The robustness section of the record; ``cache`` shares corrupted sets between runs;
+    ``only`` restricts the corruptions (default: all MedMNIST-C defines for the dataset)."""
+    if record.kind != "classification" or (record.spec or {}).get("spatial_dims") != 2:
+        raise ConfigError(f"{record.run_id}: robustness needs a 2D classification run")
+    flag = (record.config.get("data") or {}).get("flag")
+    try:
+        table = corruptions_for(flag)
+    except KeyError:
+        raise ConfigError(
+            f"{record.run_id}: MedMNIST-C defines no corruptions for {flag!r}; robustness "
+            "covers the 2D MedMNIST datasets"
+        ) from None
+    dm, model = load_run_model(record, device)
+    ds = dm.splits["test"]
+    images = np.asarray(ds.images.cpu() if isinstance(ds.images, torch.Tensor) else ds.images)
+    y = np.asarray(ds.targets.cpu() if isinstance(ds.targets, torch.Tensor) else ds.targets)
+    task = dm.spec.task
+    clean = _metrics(y, predict(model, dm, images, device), task)
+    out: dict = {"clean": clean, "corruptions": {}, "be": {}, "rbe": {}, "families": {}}
+    cache = {} if cache is None else cache
+    for name in [n for n in table if only is None or n in only]:
+        per_sev = {}
+        for sev in severities:
+            key = (flag, images.shape, name, sev)
+            if key not in cache:
+                cache[key] = corrupt(images, name, sev, flag)
+            per_sev[str(sev)] = _metrics(y, predict(model, dm, cache[key], device), task)
+        be = float(np.mean([m["balanced_error"] for m in per_sev.values()]))
+        out["corruptions"][name] = per_sev
+        out["be"][name] = be
+        out["rbe"][name] = be - clean["balanced_error"]
+        out["families"][name] = family_of(name)
+    out["mean_be"] = float(np.mean(list(out["be"].values())))
+    out["mean_rbe"] = float(np.mean(list(out["rbe"].values())))
+    out["image_size"] = int(images.shape[-1])
+    out["spatial_scale"] = images.shape[-1] / 224
+    out["not_implemented"] = list(NOT_IMPLEMENTED)
+    return out
+
+
+def robustness_rows(records: list[RunRecord]) -> pd.DataFrame:
+    """Long table: dataset, model, config_id, seed, corruption, family, severity, metrics."""
+    rows = []
+    for r in records:
+        rob = (r.evaluations or {}).get("robustness")
+        if not rob:
+            continue
+        base = {
+            "dataset": r.dataset,
+            "model": r.model,
+            "scheme": r.scheme,
+            "config_id": r.config_id,
+            "seed": r.seed,
+        }
+        rows.append(
+            {**base, "corruption": "clean", "family": "clean", "severity": 0, **rob["clean"]}
+        )
+        for name, sevs in rob["corruptions"].items():
+            for sev, m in sevs.items():
+                rows.append(
+                    {
+                        **base,
+                        "corruption": name,
+                        "family": rob["families"][name],
+                        "severity": int(sev),
+                        **m,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def robustness_table(records: list[RunRecord]) -> pd.DataFrame:
+    """Per dataset x model x corruption x severity: mean and std over seeds."""
+    df = robustness_rows(records)
+    if df.empty:
+        return df
+    keys = ["dataset", "model", "scheme", "config_id", "corruption", "family", "severity"]
+    agg = df.groupby(keys)[["acc", "auc", "balanced_error"]].agg(["mean", "std"])
+    agg.columns = [f"{a}_{b}" for a, b in agg.columns]
+    agg["n_runs"] = df.groupby(keys).size()
+    return agg.reset_index()
+
+
+def summary_table(records: list[RunRecord]) -> pd.DataFrame:
+    """Per dataset x model: clean balanced error, mean BE and RBE over corruptions (± seeds)."""
+    rows = []
+    for r in records:
+        rob = (r.evaluations or {}).get("robustness")
+        if rob:
+            rows.append(
+                {
+                    "dataset": r.dataset,
+                    "model": r.model,
+                    "config_id": r.config_id,
+                    "seed": r.seed,
+                    "clean_balanced_error": rob["clean"]["balanced_error"],
+                    "mean_be": rob["mean_be"],
+                    "mean_rbe": rob["mean_rbe"],
+                    **{f"be_{k}": v for k, v in rob["be"].items()},
+                }
+            )
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    num = [c for c in df.columns if c not in ("dataset", "model", "config_id", "seed")]
+    agg = df.groupby(["dataset", "model", "config_id"])[num].agg(["mean", "std"])
+    agg.columns = [f"{a}_{b}" for a, b in agg.columns]
+    return agg.reset_index()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench-robust", description=__doc__.splitlines()[0])
+    p.add_argument("--runs-dir", default=None, help="every finished 2D classifier in this store")
+    p.add_argument("--run-dir", nargs="*", default=[], help="these run folders")
+    p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", default=None, help="robustness table CSV (default: none)")
+    p.add_argument("--force", action="store_true", help="re-evaluate runs that have results")
+    p.add_argument("--dataset", nargs="+", default=None, help="only runs on these datasets")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        device = (
+            args.device
+            if args.device != "auto"
+            else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        if any(s not in range(0, 6) for s in args.severities):
+            raise ConfigError("--severities are 0 (clean) to 5")
+        records: list[RunRecord] = [load_record(Path(d)) for d in args.run_dir]
+        if args.runs_dir:
+            records += [r for r in RunStore(args.runs_dir).iter_records()[0]]
+        records = [
+            r
+            for r in records
+            if r.done
+            and r.kind == "classification"
+            and (r.spec or {}).get("spatial_dims") == 2
+            and (not args.dataset or r.dataset in args.dataset)
+        ]
+        if not records:
+            raise ConfigError("no finished 2D classification runs to evaluate")
+        cache: dict = {}
+        for r in records:
+            if (r.evaluations or {}).get("robustness") and not args.force:
+                continue
+            try:
+                r.evaluations["robustness"] = evaluate_run(r, tuple(args.severities), device, cache)
+            except ConfigError as e:  # one run without a checkpoint must not stop the others
+                print(f"{r.run_id}: skipped: {e}", file=sys.stderr)
+                continue
+            RunStore(r.dir.parent).write(r)
+            rob = r.evaluations["robustness"]
+            print(
+                f"{r.run_id}: clean balanced error {rob['clean']['balanced_error']:.3f}, "
+                f"mean BE {rob['mean_be']:.3f}, mean RBE {rob['mean_rbe']:+.3f} over "
+                f"{len(rob['be'])} corruptions x {len(args.severities)} severities"
+            )
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            robustness_table(records).to_csv(out, index=False, float_format="%.5g")
+            summary_table(records).to_csv(
+                out.with_name(out.stem + "_summary.csv"), index=False, float_format="%.5g"
+            )
+            print(f"wrote {out}")
+        return 0
+
+    return exit_code_of(body)
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,138 @@
+"""Test-time augmentation: average the predictions over flipped views of each input.
+
+``eval.tta=flips`` (a config option, so TTA rows are their own leaderboard rows) scores the final
+validation and test passes on the identity, the horizontal, the vertical and both flips (2D;
+flips along each axis for 3D volumes); segmentation maps are flipped back before averaging.
+``identity`` is one view: the same as no TTA (a check of the machinery). ``bench-tta`` adds a
+TTA row to a finished run without training again: it evaluates the run's best checkpoint.
+
+    bench-tta --run-dir runs/<run_id> --tta flips
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench.cli import exit_code_of
+from bench.errors import ConfigError
+
+TTA_MODES = ("none", "identity", "flips")
+
+
+def views(mode: str, spatial_dims: int) -> list[tuple[int, ...]]:
+    """The spatial axes flipped by each view (``()`` is the image itself)."""
+    if mode == "identity":
+        return [()]
+    if mode == "flips":
+        last = [-1, -2, -3][:spatial_dims]
+        if spatial_dims == 2:
+            return [(), (-1,), (-2,), (-1, -2)]
+        return [(), *[(a,) for a in last]]
+    raise ConfigError(f"eval.tta={mode!r} is not one of: {', '.join(TTA_MODES)}")
+
+
+def tta_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    mode: str,
+    task: str,
+    spatial_dims: int,
+) -> torch.Tensor:
+    """Logits whose probabilities are the mean of the views' probabilities."""
+    probs = []
+    for axes in views(mode, spatial_dims):
+        logits = forward(x.flip(axes) if axes else x).float()
+        if task == "segmentation" and axes:
+            logits = logits.flip(axes)  # back into the input's frame
+        probs.append(torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, 1))
+    p = torch.stack(probs).mean(0).clamp(1e-7, 1 - 1e-7)
+    return torch.log(p / (1 - p)) if task == "multi-label" else torch.log(p)
+
+
+def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
+    """Evaluate a finished run's best weights with TTA; write it as its own run (a new record
+    whose config says ``eval.tta=mode``) beside the original in the run store."""
+    import copy
+
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from bench.explain import best_checkpoint, load_run
+    from bench.job.persist import persist_outputs
+    from bench.models.transfer import read_state_dict
+    from bench.records import RunStore, compute_config_id, compute_run_id, now_iso
+    from bench.spec import DataSpec
+    from bench.tasks import build_task
+
+    base = load_run(Path(run_dir))
+    if mode not in TTA_MODES or mode == "none":
+        raise ConfigError(f"--tta {mode!r}: choose identity or flips")
+    cfg = OmegaConf.create(base.config)
+    spec = DataSpec.from_dict(base.spec)
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
+    model.load_state_dict(read_state_dict(best_checkpoint(base.dir)))
+    task_cfg = instantiate(cfg.task, _convert_="all")
+    task_cfg["class_weights"] = None
+    task = build_task(model, spec, tta=mode, **task_cfg)
+    task.keep_predictions = True
+    dm = instantiate(cfg.data)
+    trainer = L.Trainer(
+        accelerator=device,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.validate(task, datamodule=dm, verbose=False)
+    trainer.test(task, datamodule=dm, verbose=False)
+    config = copy.deepcopy(base.config)
+    config.setdefault("eval", {})["tta"] = mode
+    rec = copy.deepcopy(base)
+    rec.run_id, rec.config, rec.config_id = (
+        compute_run_id(config),
+        config,
+        compute_config_id(config),
+    )
+    rec.val, rec.test = dict(task.last_metrics["val"]), dict(task.last_metrics["test"])
+    rec.test_last, rec.per_class, rec.evaluations = (
+        {},
+        {},
+        {"tta": {"from_run": base.run_id, "views": len(views(mode, spec.spatial_dims))}},
+    )
+    rec.created_at = rec.finished_at = now_iso()
+    store = RunStore(base.dir.parent)
+    store.run_dir(rec.run_id).mkdir(parents=True, exist_ok=True)
+    persist_outputs(store.run_dir(rec.run_id), spec, task.predictions, rec)
+    store.write(rec)
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench-tta", description=__doc__.splitlines()[0])
+    p.add_argument("--run-dir", nargs="+", required=True, help="finished run folders")
+    p.add_argument("--tta", default="flips", choices=["identity", "flips"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        for d in args.run_dir:
+            rec = tta_run(Path(d), args.tta, args.device)
+            metric = "dice" if rec.kind == "segmentation" else "auc"
+            print(
+                f"{rec.run_id}: test {metric} {rec.test.get(metric):.4f} with {args.tta} TTA "
+                f"(from {rec.evaluations['tta']['from_run']})"
+            )
+        return 0
+
+    return exit_code_of(body)
+
+
+def cli() -> None:
+    sys.exit(main())

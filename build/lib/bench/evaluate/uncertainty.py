@@ -1,0 +1,131 @@
+"""``bench-uncertainty``: MC-dropout on finished runs whose model has dropout.
+
+    bench-uncertainty --runs-dir runs --samples 20
+
+The best weights are scored ``samples`` times with dropout active (BatchNorm keeps its running
+statistics). The mean probabilities give MC-dropout metrics; the predictive entropy and the
+mutual information (the part of the entropy the samples disagree on) give two more confidence
+scores whose risk-coverage areas (AURC, lower is better) stand beside the softmax confidence's.
+Results go into ``evaluations.mc_dropout`` of each record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.cli import exit_code_of
+from bench.errors import ConfigError
+from bench.evaluate.calibration import confidence_and_correct
+from bench.evaluate.robust import load_run_model
+from bench.evaluate.selective import aurc
+from bench.metrics import classification_metrics, hard_predictions
+from bench.records import RunRecord, RunStore, load_record
+
+
+def has_dropout(model: torch.nn.Module) -> bool:
+    return any(
+        isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()
+    )
+
+
+def _dropout_on(model: torch.nn.Module) -> None:
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.train()
+
+
+def mc_dropout(record: RunRecord, samples: int = 20, device: str = "cpu", seed: int = 0) -> dict:
+    if record.kind != "classification":
+        raise ConfigError(f"{record.run_id}: MC-dropout is evaluated for classification runs")
+    dm, model = load_run_model(record, device)
+    if not has_dropout(model):
+        raise ConfigError(f"{record.run_id}: {record.model} has no dropout layer (p > 0)")
+    ds = dm.splits["test"]
+    y = np.asarray(ds.targets.cpu() if isinstance(ds.targets, torch.Tensor) else ds.targets)
+    task = dm.spec.task
+    torch.manual_seed(seed)
+    _dropout_on(model)
+    draws = []
+    with torch.no_grad():
+        for _ in range(samples):
+            out = []
+            for start in range(0, len(ds), 512):
+                x, yy, _ = ds[torch.arange(start, min(start + 512, len(ds)))]
+                x, _ = dm.preprocess(x.to(device), yy.to(device))
+                logits = model(x).float()
+                out.append(
+                    (
+                        torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, 1)
+                    ).cpu()
+                )
+            draws.append(torch.cat(out).numpy())
+    model.eval()
+    p = np.stack(draws)  # (T, N, C)
+    mean = p.mean(0)
+    eps = 1e-12
+    if task == "multi-label":
+        ent = -(mean * np.log(mean + eps) + (1 - mean) * np.log(1 - mean + eps)).sum(1)
+        exp_ent = -(p * np.log(p + eps) + (1 - p) * np.log(1 - p + eps)).sum(2).mean(0)
+        correct = (hard_predictions(torch.as_tensor(mean), task).numpy() == (y > 0.5)).all(1)
+    else:
+        ent = -(mean * np.log(mean + eps)).sum(1)
+        exp_ent = -(p * np.log(p + eps)).sum(2).mean(0)
+        correct = hard_predictions(torch.as_tensor(mean), task).numpy() == y.reshape(-1)
+    mutual_info = ent - exp_ent
+    conf, corr = confidence_and_correct(y, mean, task)
+    return {
+        "samples": samples,
+        "test": classification_metrics(y, mean, task),
+        "aurc_softmax": aurc(conf, corr),
+        "aurc_entropy": aurc(-ent, correct),
+        "aurc_mutual_info": aurc(-mutual_info, correct),
+        "mean_mutual_info": float(mutual_info.mean()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench-uncertainty", description=__doc__.splitlines()[0])
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--run-dir", nargs="*", default=[])
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        device = (
+            args.device
+            if args.device != "auto"
+            else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        records = [load_record(Path(d)) for d in args.run_dir]
+        if args.runs_dir:
+            records += RunStore(args.runs_dir).iter_records()[0]
+        records = [r for r in records if r.done and r.kind == "classification"]
+        if not records:
+            raise ConfigError("no finished classification runs to evaluate")
+        for r in records:
+            try:
+                r.evaluations["mc_dropout"] = mc_dropout(r, args.samples, device)
+            except ConfigError as e:
+                print(f"{r.run_id}: skipped: {e}", file=sys.stderr)
+                continue
+            RunStore(r.dir.parent).write(r)
+            mc = r.evaluations["mc_dropout"]
+            print(
+                f"{r.run_id}: MC-dropout x{args.samples} test AUC {mc['test']['auc']:.4f} "
+                f"(plain {r.test.get('auc', float('nan')):.4f}); AURC softmax "
+                f"{mc['aurc_softmax']:.4f}, mutual information {mc['aurc_mutual_info']:.4f}"
+            )
+        return 0
+
+    return exit_code_of(body)
+
+
+def cli() -> None:
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Grad-CAM maps for a trained 2D classifier (pytorch-grad-cam), rendered into a PNG grid.
+
+    bench-explain --run-dir runs/<run_id> --n 16
+writes ``runs/<run_id>/explain/gradcam.png``; ``bench-report`` embeds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.cli import exit_code_of
+from bench.errors import ConfigError
+from bench.records import RunRecord, load_record
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    """The finished run's record, or a one-line error saying what is wrong with the folder."""
+    try:
+        record = load_record(run_dir)
+    except (OSError, ValueError, TypeError):
+        raise ConfigError(f"{run_dir} has no readable record.json; pass a run folder") from None
+    if not record.done:
+        raise ConfigError(f"run {record.run_id} is {record.status}, not done")
+    return record
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    path = Path(run_dir) / "checkpoints" / "best.ckpt"
+    if not path.exists():
+        raise ConfigError(
+            f"{path} is missing (the run kept no checkpoint); rerun it with checkpoint.keep=best"
+        )
+    return path
+
+
+def last_conv(model: nn.Module) -> nn.Module:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError("Grad-CAM needs a 2D CNN with Conv2d layers")
+    return convs[-1]
+
+
+def gradcam_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_layer: nn.Module | None = None,
+    targets: list[int] | None = None,
+) -> np.ndarray:
+    """Grad-CAM heatmaps (N, H, W) in [0, 1] at the input's spatial size."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval()
+    layer = target_layer or last_conv(model)
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        t = [ClassifierOutputTarget(int(c)) for c in targets] if targets is not None else None
+        return cam(input_tensor=x, targets=t)
+
+
+def explain_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None) -> Path:
+    """Rebuild the run's data and model, load its best checkpoint, render Grad-CAM for ``n`` test
+    images as a PNG grid (input, overlay; true/predicted label in the title)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from bench.io import atomic_save
+    from bench.models.transfer import read_state_dict
+    from bench.spec import DataSpec
+
+    run_dir = Path(run_dir)
+    record = load_run(run_dir)
+    spec = DataSpec.from_dict(record.spec)
+    if spec.kind != "classification" or spec.spatial_dims != 2:
+        raise ConfigError(
+            f"bench-explain handles 2D classifiers; this run is {spec.spatial_dims}D {spec.kind}"
+        )
+    cfg = OmegaConf.create(record.config)
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
+    model.load_state_dict(read_state_dict(best_checkpoint(run_dir)))
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    ds = dm.splits["test"]
+    idx = torch.arange(min(n, len(ds)))
+    raw, y, _ = ds[idx]
+    x, y = dm.preprocess(raw, y, training=False)
+    with torch.no_grad():
+        pred = model.eval()(x).argmax(1)
+    maps = gradcam_maps(model, x, targets=pred.tolist())
+    cols = min(8, len(idx))
+    rows = int(np.ceil(len(idx) / cols))
+    fig, axes = plt.subplots(rows * 2, cols, figsize=(1.6 * cols, 3.3 * rows), squeeze=False)
+    names = spec.label_names
+    for i in range(len(idx)):
+        r, c = divmod(i, cols)
+        img = raw[i].float().mean(0).numpy() if raw[i].ndim == 3 else raw[i].float().numpy()
+        if tuple(img.shape) != maps[i].shape:
+            img = torch.nn.functional.interpolate(
+                torch.tensor(img)[None, None], size=maps[i].shape, mode="nearest"
+            )[0, 0].numpy()
+        axes[2 * r, c].imshow(img, cmap="gray")
+        axes[2 * r + 1, c].imshow(img, cmap="gray")
+        axes[2 * r + 1, c].imshow(maps[i], cmap="jet", alpha=0.45)
+        axes[2 * r, c].set_title(
+            f"true {names[int(y[i])] if y.ndim == 1 else '-'}\npred {names[int(pred[i])]}",
+            fontsize=6,
+        )
+    for a in axes.flat:
+        a.axis("off")
+    out = Path(out) if out else run_dir / "explain" / "gradcam.png"
+
+    def save(f):
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+
+    atomic_save(out, save)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench-explain", description=__doc__.splitlines()[0])
+    p.add_argument("--run-dir", required=True, help="runs/<run_id> of a finished 2D classifier")
+    p.add_argument("--n", type=int, default=16, help="test images to explain")
+    p.add_argument("--out", default=None, help="PNG path (default <run-dir>/explain/gradcam.png)")
+    args = p.parse_args(argv)
+
+    def run() -> int:
+        print(f"wrote {explain_run(args.run_dir, args.n, args.out)}")
+        return 0
+
+    return exit_code_of(run)
+
+
+def cli() -> None:
+    sys.exit(main())

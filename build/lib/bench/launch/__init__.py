@@ -1,0 +1,1 @@
+"""Launching many runs at once: choosing how many jobs share one GPU."""

@@ -1,0 +1,1 @@
+"""Speed benchmarks: runners (harness, raw loop, official pipeline), projection, profiling."""

@@ -1,0 +1,104 @@
+"""How long the whole MedMNIST v2 2D protocol takes on the device at hand, from measurements.
+
+A method's measured row gives its training throughput, its evaluation throughput and, from its
+steady epoch time, a fixed cost per epoch. For each dataset (its official split sizes from
+``medmnist.INFO``) one epoch then takes::
+
+    fixed + n_train / train_rate + n_eval / eval_rate
+
+where ``n_eval`` is the validation split for the harness and the raw loop, and train + val +
+test for the official script (it scores all three every epoch). The protocol is 100 epochs x
+3 seeds x {ResNet-18, ResNet-50} on the 12 2D datasets; packing K runs on one device divides the
+wall time by the measured aggregate speed-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+MEDMNIST2D = (
+    "pathmnist",
+    "chestmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "bloodmnist",
+    "tissuemnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A measured method: samples/s in training and evaluation, fixed seconds per epoch."""
+
+    train_rate: float
+    eval_rate: float
+    fixed_s: float
+    evaluates: str = "val"  # "val" or "all" (train + val + test every epoch)
+
+    @classmethod
+    def from_row(cls, row: dict, n_train: int, n_eval: int, evaluates: str = "val") -> Rates:
+        """From a timing row measured on ``n_train`` training and ``n_eval`` scored samples."""
+        train_rate = float(row["train_samples_per_sec"])
+        eval_rate = float(row["infer_samples_per_sec"])
+        variable = n_train / train_rate + n_eval / eval_rate
+        return cls(
+            train_rate, eval_rate, max(0.0, float(row["epoch_time_s"]) - variable), evaluates
+        )
+
+    def epoch_seconds(self, sizes: dict[str, int]) -> float:
+        n_eval = sizes["val"] + (sizes["train"] + sizes["test"] if self.evaluates == "all" else 0)
+        return self.fixed_s + sizes["train"] / self.train_rate + n_eval / self.eval_rate
+
+
+def split_sizes(flag: str) -> dict[str, int]:
+    from medmnist import INFO
+
+    return dict(INFO[flag]["n_samples"])
+
+
+def project(
+    rates: dict[tuple[str, str], Rates],
+    epochs: int = 100,
+    seeds: int = 3,
+    datasets: tuple[str, ...] = MEDMNIST2D,
+    packing: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """Hours per (method, model, dataset) for ``seeds`` x ``epochs``; ``packing[method]`` is the
+    aggregate speed-up of packed runs over one run alone (1 when not packed)."""
+    rows = []
+    for (method, model), r in rates.items():
+        speedup = (packing or {}).get(method, 1.0)
+        for flag in datasets:
+            sizes = split_sizes(flag)
+            epoch_s = r.epoch_seconds(sizes)
+            # the test split is scored once at the end by the harness and the raw loop
+            total_s = seeds * (epochs * epoch_s + sizes["test"] / r.eval_rate)
+            rows.append(
+                {
+                    "method": method,
+                    "model": model,
+                    "dataset": flag,
+                    "n_train": sizes["train"],
+                    "epoch_time_s": round(epoch_s, 3),
+                    "runs": seeds,
+                    "hours_one_at_a_time": round(total_s / 3600, 4),
+                    "packing_speedup": speedup,
+                    "hours": round(total_s / 3600 / speedup, 4),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def totals(projection: pd.DataFrame) -> pd.DataFrame:
+    """Hours of the whole protocol per method (both models, every dataset)."""
+    return (
+        projection.groupby("method")[["hours_one_at_a_time", "hours"]].sum().round(3).reset_index()
+    )

@@ -1,0 +1,220 @@
+"""Statistics on saved per-sample outputs and on leaderboard tables.
+
+- bootstrap confidence intervals over test samples (cases for segmentation), pooled over seeds;
+- paired bootstrap tests between two rows, every pair of rows with Holm's correction;
+- Friedman's test over datasets with the Nemenyi post-hoc test and a critical-difference
+  diagram (scipy, scikit-posthocs);
+- and the arithmetic that says when a test *cannot* reach significance with the data given
+  (then it is not run, and a one-line note says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.metrics import classification_metrics, segmentation_metrics_from_overlaps
+
+Arrays = tuple[np.ndarray, ...]
+
+
+# -- per-sample outputs -----------------------------------------------------------------------
+def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index, target (N,) or (N,L), score (N,C)) from a classification ``predictions_*.csv``."""
+    df = pd.read_csv(path).sort_values("index")
+    tcols = (
+        ["target"]
+        if "target" in df
+        else sorted((c for c in df if c.startswith("target_")), key=lambda c: int(c.split("_")[1]))
+    )
+    scols = sorted((c for c in df if c.startswith("score_")), key=lambda c: int(c.split("_")[1]))
+    target = df[tcols].to_numpy()
+    if target.shape[1] == 1 and tcols == ["target"]:
+        target = target[:, 0]
+    return df["index"].to_numpy(), target, df[scols].to_numpy(dtype=np.float32)
+
+
+def read_overlaps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(index, overlaps (N, C-1, 3)) from a segmentation ``predictions_*.csv`` (per case)."""
+    df = pd.read_csv(path).sort_values("index")
+    classes = sorted({int(c.split("_")[1]) for c in df if c.startswith("inter_")})
+    ov = np.stack(
+        [df[[f"inter_{c}", f"pred_{c}", f"true_{c}"]].to_numpy(np.float64) for c in classes],
+        axis=1,
+    )
+    return df["index"].to_numpy(), ov
+
+
+def read_outputs(path: str | Path, kind: str) -> Arrays:
+    """The arrays a metric function takes: (target, score) or (overlaps,)."""
+    if kind == "segmentation":
+        return (read_overlaps(path)[1],)
+    _, y, s = read_predictions(path)
+    return y, s
+
+
+def metric_fn(kind_or_task: str, metric: str, task: str | None = None) -> Callable[..., float]:
+    """``fn(*arrays) -> float`` for one metric: ``fn(y, s)`` for classification tasks (pass
+    the task name), ``fn(overlaps)`` for ``segmentation``."""
+    if kind_or_task == "segmentation":
+        return lambda ov: segmentation_metrics_from_overlaps(ov)[metric]
+    task = task or kind_or_task
+    return lambda y, s: classification_metrics(y, s, task, (metric,))[metric]
+
+
+def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_ci(
+    runs: Sequence[Arrays],
+    fn: Callable[..., float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap over test samples, pooled over seeds.
+
+    ``runs`` holds one tuple of per-sample arrays per seed, all on the same test samples in
+    the same order. Each resample draws one set of sample indices, scores every seed on it and
+    averages over seeds, so the interval is for the seed-mean metric. Returns (point, lo, hi).
+    """
+    n = len(runs[0][0])
+    point = float(np.mean([fn(*arrays) for arrays in runs]))
+    stats = np.empty(n_boot)
+    for b, idx in enumerate(_resample_indices(n, n_boot, seed)):
+        stats[b] = np.mean([fn(*(a[idx] for a in arrays)) for arrays in runs])
+    stats = stats[np.isfinite(stats)]
+    if not len(stats):  # no resamples, or a metric undefined on every one
+        return point, float("nan"), float("nan")
+    lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return point, float(lo), float(hi)
+
+
+def paired_bootstrap(
+    runs_a: Sequence[Arrays],
+    runs_b: Sequence[Arrays],
+    fn: Callable[..., float],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Seed-mean metric difference A - B and its two-sided paired-bootstrap p-value."""
+    n = len(runs_a[0][0])
+    if any(len(arrays[0]) != n for arrays in [*runs_a, *runs_b]):
+        raise ValueError("paired comparison needs both models scored on the same test samples")
+
+    def seed_mean(runs, idx):
+        return np.mean([fn(*(a[idx] for a in arrays)) for arrays in runs])
+
+    full = np.arange(n)
+    diff = seed_mean(runs_a, full) - seed_mean(runs_b, full)
+    diffs = np.array(
+        [
+            seed_mean(runs_a, idx) - seed_mean(runs_b, idx)
+            for idx in _resample_indices(n, n_boot, seed)
+        ]
+    )
+    p = 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())
+    return float(diff), float(min(1.0, max(p, 1 / n_boot)))
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (statsmodels' ``multipletests``)."""
+    from statsmodels.stats.multitest import multipletests
+
+    if len(pvalues) == 0:
+        return np.array([])
+    return multipletests(np.asarray(pvalues, float), method="holm")[1]
+
+
+# -- can a test reach significance? -----------------------------------------------------------
+def wilcoxon_min_p(n: int) -> float:
+    """Smallest two-sided exact p of a Wilcoxon signed-rank test on ``n`` pairs: 2 / 2**n."""
+    return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
+
+
+def friedman_min_p(n_datasets: int, k_models: int) -> float:
+    """Smallest p of Friedman's chi-square test: every dataset ranks the models alike."""
+    from scipy.stats import chi2
+
+    if n_datasets < 1 or k_models < 2:
+        return 1.0
+    return float(chi2.sf(n_datasets * (k_models - 1), k_models - 1))
+
+
+@dataclass
+class RankTest:
+    """Friedman + Nemenyi over datasets: mean ranks, p-values, or a note why not run."""
+
+    metric: str
+    ran: bool = False
+    note: str = ""
+    friedman_p: float | None = None
+    statistic: float | None = None
+    ranks: pd.Series = field(default_factory=pd.Series)
+    nemenyi: pd.DataFrame = field(default_factory=pd.DataFrame)
+    matrix: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def friedman_nemenyi(
+    matrix: pd.DataFrame, metric: str, higher_is_better: bool = True, alpha: float = 0.05
+) -> RankTest:
+    """Friedman's test over ``matrix`` (datasets x models, complete), Nemenyi post-hoc.
+
+    Not run (with a note) for fewer than 2 datasets or 3 models, or when even perfect agreement
+    between datasets could not reach ``alpha``.
+    """
+    from scipy.stats import friedmanchisquare
+
+    out = RankTest(metric=metric, matrix=matrix)
+    matrix = matrix.dropna(axis=0, how="any")
+    n, k = matrix.shape
+    if n < 2 or k < 3:
+        out.note = (
+            f"Friedman/Nemenyi not run: needs >= 2 datasets and >= 3 models with results on "
+            f"every dataset; have {n} dataset(s) x {k} model(s)"
+        )
+        return out
+    floor = friedman_min_p(n, k)
+    if floor >= alpha:
+        out.note = (
+            f"Friedman not run: with {n} datasets x {k} models the smallest possible p is "
+            f"{floor:.3f} >= {alpha}; add datasets"
+        )
+        return out
+    import scikit_posthocs as sp
+
+    stat, p = friedmanchisquare(*[matrix[c].to_numpy() for c in matrix.columns])
+    ranks = matrix.rank(axis=1, ascending=not higher_is_better).mean()
+    out.ran, out.friedman_p, out.statistic = True, float(p), float(stat)
+    out.ranks = ranks.sort_values()
+    values = matrix.to_numpy() if higher_is_better else -matrix.to_numpy()
+    out.nemenyi = sp.posthoc_nemenyi_friedman(pd.DataFrame(values, columns=matrix.columns))
+    out.note = (
+        f"Friedman chi2 = {stat:.3f}, p = {p:.4f} over {n} datasets x {k} models; "
+        f"Nemenyi post-hoc p-values in nemenyi.csv"
+    )
+    return out
+
+
+def cd_diagram(test: RankTest, path: Path) -> Path | None:
+    """A critical-difference diagram (scikit-posthocs) of a :class:`RankTest` that ran."""
+    if not test.ran:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import scikit_posthocs as sp
+
+    fig, ax = plt.subplots(figsize=(7, 2 + 0.15 * len(test.ranks)))
+    sp.critical_difference_diagram(test.ranks, test.nemenyi, ax=ax)
+    ax.set_title(f"mean rank by {test.metric} (Friedman p = {test.friedman_p:.3g})", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

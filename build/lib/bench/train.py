@@ -1,0 +1,294 @@
+"""Hydra entry point: compose, build, fit, evaluate the best-validation weights, write the record.
+
+    bench-train data=pneumoniamnist model=resnet50 seed=0
+    bench-train -m data=breastmnist,pneumoniamnist model=resnet50,bccnn seed=0,1,2
+
+It wires the parts of :mod:`bench.job` together; it holds no model or metric logic. The entry
+point returns the run's validation score (the objective of a hyperparameter search).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from bench.console import install_noise_filters, print_run_summary
+from bench.errors import BenchError, one_line
+from bench.paths import conf_dir
+from bench.records import (
+    Cost,
+    Env,
+    RunRecord,
+    RunStore,
+    compute_config_id,
+    compute_run_id,
+    dataset_label,
+    now_iso,
+)
+from bench.sweep import JobOutcome, report_job
+
+log = logging.getLogger("bench.train")
+
+
+def _rank() -> int:
+    """Global rank when launched as a DDP/SLURM worker process, else 0."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def run_context(run_id: str):
+    """(run name, W&B group, overrides) from Hydra when present."""
+    from bench.job.build import RunContext
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return RunContext(run_id, run_id, "single"), []
+    overrides = list(hc.overrides.task)
+    name = (
+        ",".join(o for o in overrides if not o.startswith(("hydra", "paths", "logger"))) or run_id
+    )
+    group = "sweep-" + Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else "single"
+    return RunContext(run_id, name, group), overrides
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The user-facing error behind wrappers (Hydra's InstantiationException and the like)."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, (BenchError, torch.cuda.OutOfMemoryError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return e
+
+
+def prepare_run_dir(run_dir: Path, force: bool) -> str | None:
+    """Return a checkpoint to resume from, clearing stale files when starting afresh."""
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if not force and last.exists():
+        return str(last)
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    return None
+
+
+def finish_checkpoints(run_dir: Path, keep: str) -> None:
+    """After a successful run keep ``best`` (best.ckpt), ``all`` or ``none``."""
+    ckpt_dir = run_dir / "checkpoints"
+    if keep == "all" or not ckpt_dir.exists():
+        return
+    for f in ckpt_dir.glob("*.ckpt"):
+        if keep == "none" or f.name != "best.ckpt":
+            f.unlink()
+
+
+def set_threads(cfg: DictConfig) -> None:
+    """Torch threads: ``threads`` if set, else the cores shared among parallel local jobs."""
+    threads = cfg.get("threads")
+    if threads is None:
+        from bench.sweep import jobs_at_once
+
+        try:
+            hc = HydraConfig.get()
+            n_jobs = jobs_at_once(hc.launcher) if hc.mode == RunMode.MULTIRUN else 1
+        except ValueError:
+            n_jobs = 1
+        if n_jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def new_record(cfg: DictConfig, cfg_dict: dict, run_id: str, overrides: list[str], group: str):
+    return RunRecord(
+        run_id=run_id,
+        status="running",
+        config=cfg_dict,
+        config_id=compute_config_id(cfg_dict),
+        created_at=now_iso(),
+        dataset=dataset_label(cfg_dict),
+        model=cfg.model.name,
+        seed=cfg.seed,
+        epochs=cfg.trainer.get("max_epochs"),
+        precision=str(cfg.trainer.get("precision")),
+        sweep_group=group,
+        overrides=overrides,
+        env=Env.current(),
+    )
+
+
+def run_job(cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | None) -> None:
+    """Build, fit, evaluate and persist; fill ``record`` with what was measured."""
+    from bench.costs import gmacs, param_counts
+    from bench.job.build import build_job
+    from bench.job.execute import execute
+    from bench.job.persist import persist, persist_outputs
+
+    if (cfg.get("probe") or {}).get("kind"):  # frozen features: no Lightning training
+        from bench.job.probe import run_probe
+        from bench.spec import DataSpec
+
+        if cfg.seed is not None:
+            torch.manual_seed(int(cfg.seed))
+        outputs = run_probe(cfg, record)
+        persist_outputs(run_dir, DataSpec.from_dict(record.spec), outputs, record)
+        return
+    context, _ = run_context(record.run_id)
+    job = build_job(cfg, run_dir, context)
+    try:
+        record.spec = job.spec.to_dict()
+        record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
+        record.scheme = job.info.scheme
+        record.cv = job.datamodule.cv_info
+        record.split_sizes = {k: len(x) for k, (x, _) in job.datamodule.prepared_splits().items()}
+        record.cost = Cost(
+            **param_counts(job.model),
+            gmacs=gmacs(job.model, job.spec),
+            input_size=list(job.spec.input_size),
+        )
+        outcome = execute(job, resume)
+        record.val, record.test, record.test_last = outcome.val, outcome.test, outcome.test_last
+        record.best_epoch, record.epochs_run = outcome.best_epoch, outcome.epochs_run
+        for k, v in outcome.cost.items():
+            setattr(record.cost, k, v)
+        record.env.device = outcome.device
+        record.cv = job.datamodule.cv_info
+        persist(job, outcome, record)
+    finally:
+        from bench.tracking import finish_trackers
+
+        finish_trackers(job.loggers)
+
+
+def train(cfg: DictConfig) -> JobOutcome:
+    """Run one configured job end to end (never raises for a failed run); returns its outcome."""
+    start = time.perf_counter()
+    install_noise_filters()
+    set_threads(cfg)
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    run_id = compute_run_id(cfg_dict)
+    store = RunStore(cfg.paths.runs_dir)
+    run_dir = store.run_dir(run_id)
+    if _rank() != 0:  # DDP worker: rank 0 owns the record and the lock
+        worker = RunRecord(run_id=run_id, config=cfg_dict)
+        run_job(cfg, worker, run_dir, prepare_run_dir(run_dir, force=False))
+        return JobOutcome("worker", run_id)
+
+    with store.claim(run_id) as claimed:
+        if not claimed:
+            log.info("skip %s: another process is running it", run_id)
+            outcome = JobOutcome("skipped", run_id)
+            report_job(outcome)
+            return outcome
+        previous = store.read(run_id)
+        same = None if previous or cfg.get("force") else store.find_done(cfg_dict)
+        if same is not None or (previous and previous.done and not cfg.get("force")):
+            done = same or previous
+            log.info("skip %s: already done as %s (+force=true to rerun)", run_id, done.run_id)
+            outcome = _outcome(done, "skipped", 0.0)
+            report_job(outcome)
+            return outcome
+
+        resume = prepare_run_dir(run_dir, force=bool(cfg.get("force")))
+        context, overrides = run_context(run_id)
+        record = new_record(cfg, cfg_dict, run_id, overrides, context.group)
+        record.resumed_from = resume
+        if previous:
+            record.attempt = previous.attempt + 1
+        store.write(record)
+        log.info("run %s -> %s%s", run_id, run_dir, f" (resuming {resume})" if resume else "")
+        interrupted = False
+        try:
+            run_job(cfg, record, run_dir, resume)
+            record.status = "done"
+        except KeyboardInterrupt:
+            interrupted = True
+            record.status = "interrupted"
+            record.error = "interrupted by the user (KeyboardInterrupt); rerun to resume"
+        except Exception as e:  # isolate the sweep from any crash inside one job
+            cause = root_cause(e)
+            if type(cause).__name__ == "TrialPruned":  # an Optuna study stopped this trial
+                record.status, record.error = "pruned", str(cause)
+            elif isinstance(cause, torch.cuda.OutOfMemoryError):
+                record.status = "failed"
+                record.error = f"out of memory: {one_line(cause)}; lower data.batch_size"
+            else:
+                record.status, record.error = "failed", one_line(cause)
+            if record.status == "failed" and not isinstance(cause, BenchError):
+                record.traceback = traceback.format_exc(limit=20)
+        finally:
+            record.finished_at = now_iso()
+            record.cost.wall_time_s = round(time.perf_counter() - start, 3)
+            store.write(record)
+            if record.status == "done":
+                keep = (cfg.get("checkpoint") or {}).get("keep", "best")
+                finish_checkpoints(run_dir, keep)
+        wall = time.perf_counter() - start
+        if record.status == "done":
+            print_run_summary(record, wall)
+        elif record.status == "pruned":
+            log.info("run %s pruned: %s", run_id, record.error)
+        else:
+            log.error("run %s %s: %s", run_id, record.status, record.error)
+        outcome = _outcome(record, record.status, wall)
+        report_job(outcome)
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise SystemExit(130)
+    return outcome
+
+
+def _outcome(record: RunRecord, status: str, wall: float) -> JobOutcome:
+    metric = "dice" if record.kind == "segmentation" else "auc"
+    return JobOutcome(
+        status=status,
+        run_id=record.run_id,
+        metric=f"test_{metric}",
+        value=record.test.get(metric),
+        wall_s=round(wall, 3),
+        error=record.error,
+        record_path=str(record.path) if record.path else None,
+    )
+
+
+def objective(outcome: JobOutcome, cfg: DictConfig) -> float | None:
+    """The run's validation score (never a test score): what a hyperparameter search optimises."""
+    from bench.records import load_record
+
+    if not outcome.record_path:
+        return None
+    record = load_record(outcome.record_path)
+    metric = (cfg.get("hparams_search") or {}).get("metric") or (
+        "dice" if record.kind == "segmentation" else "auc"
+    )
+    return record.val.get(metric.removeprefix("val_").removeprefix("val/"))
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return objective(train(cfg), cfg)
+
+
+def cli() -> None:
+    """Console script ``bench-train`` (see :mod:`bench.cli`)."""
+    from bench.cli import train_cli
+
+    train_cli()
+
+
+if __name__ == "__main__":
+    cli()

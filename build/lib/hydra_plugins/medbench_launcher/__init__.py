@@ -1,0 +1,1 @@
+"""medbench's Hydra launcher plugin (Hydra finds plugins in the hydra_plugins namespace)."""

@@ -1,0 +1,165 @@
+"""The speed benchmark: its summary arithmetic, the projection, the packing launcher, a tiny
+measured run of every method."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench.launch.pack import Probe, pack_size
+from bench.speed.projection import Rates, project, split_sizes, totals
+
+from conftest import PNEUMONIA, ROOT, needs_pneumonia, run_cli
+
+SCRIPT = ROOT / "scripts" / "bench_speed.py"
+
+
+def _speed():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_speed
+
+    return bench_speed
+
+
+def test_summary_drops_warmup_takes_medians_and_ratios():
+    rows = []
+    for rep, (h, r, ref) in enumerate(
+        [(9.0, 9.0, 9.0), (2.0, 1.0, 6.0), (4.0, 2.0, 8.0), (3.0, 2.0, 7.0)]
+    ):
+        for method, t in (("harness", h), ("raw", r), ("reference", ref)):
+            rows.append(
+                {
+                    "model": "m",
+                    "method": method,
+                    "precision": "32",
+                    "rep": rep,
+                    "epoch_time_s": t,
+                    "train_samples_per_sec": 100.0 / t,
+                }
+            )
+    summary = _speed().summarise(pd.DataFrame(rows), warmup=1).set_index("method")
+    assert summary.loc["harness", "epoch_time_s"] == 3.0  # median of 2, 4, 3 (rep 0 dropped)
+    assert summary.loc["harness", "epoch_time_s_min"] == 2.0
+    assert summary.loc["harness", "harness_over_raw"] == pytest.approx(3.0 / 2.0, abs=1e-3)
+    assert summary.loc["harness", "reference_over_harness"] == pytest.approx(7.0 / 3.0, abs=1e-3)
+    assert summary.loc["harness", "reps"] == 3
+
+
+@pytest.mark.parametrize("content", [None, "", "not json\n"])
+def test_aggregate_from_a_missing_or_empty_log_is_one_line(tmp_path, content):
+    src = tmp_path / "log.jsonl"
+    if content is not None:
+        src.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--aggregate-from", str(src), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: --aggregate-from")
+
+
+def test_projection_arithmetic_by_hand():
+    row = {"epoch_time_s": 3.0, "train_samples_per_sec": 1000.0, "infer_samples_per_sec": 4000.0}
+    r = Rates.from_row(row, n_train=2000, n_eval=400)  # 2 s + 0.1 s of the 3 s: fixed 0.9 s
+    assert r.fixed_s == pytest.approx(0.9)
+    sizes = split_sizes("retinamnist")  # 1080 / 120 / 400
+    assert r.epoch_seconds(sizes) == pytest.approx(0.9 + 1080 / 1000 + 120 / 4000)
+    ref = Rates(1000.0, 4000.0, 0.9, evaluates="all")  # the official script scores all splits
+    assert ref.epoch_seconds(sizes) == pytest.approx(0.9 + 1.08 + (120 + 1080 + 400) / 4000)
+    table = project(
+        {("harness", "m"): r},
+        epochs=100,
+        seeds=3,
+        datasets=("retinamnist",),
+        packing={"harness": 2.0},
+    )
+    one = 3 * (100 * r.epoch_seconds(sizes) + 400 / 4000) / 3600
+    assert table.loc[0, "hours_one_at_a_time"] == pytest.approx(one, abs=1e-4)
+    assert table.loc[0, "hours"] == pytest.approx(one / 2, abs=1e-4)
+    assert totals(table).loc[0, "hours"] == pytest.approx(one / 2, abs=1e-3)
+
+
+def test_pack_size_from_a_probe():
+    probe = Probe(peak_mem_mb=2000, util_pct=20, step_ms=5, free_mem_mb=80000, total_mem_mb=81000)
+    k, why = pack_size(probe, max_jobs=8, cpus=16)
+    assert k == 5 and "by utilisation" in why  # ceil(90 / 20): the GPU is busy at five
+    tight = Probe(peak_mem_mb=20000, util_pct=5, step_ms=5, free_mem_mb=50000, total_mem_mb=81000)
+    assert pack_size(tight, max_jobs=8, cpus=16)[0] == 2  # 0.85 * 50000 / 20600 -> 2 by memory
+    assert pack_size(probe, max_jobs=8, cpus=2)[0] == 2  # never more jobs than cores
+
+
+@pytest.mark.slow
+def test_gpu_pack_launcher_runs_k_jobs_at_once_on_cpu(tmp_path):
+    from bench.records import RunStore
+
+    args = [
+        "bench-train",
+        "-m",
+        "hydra/launcher=gpu_pack",
+        "hydra.launcher.n_jobs=2",
+        "model=bccnn",
+        "model.hidden=[16]",
+        "model.width=8,16",
+        "logger=none",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "data.n_train=256",
+        "data.n_val=64",
+        "data.n_test=64",
+        "data.batch_size=32",
+    ]
+    proc = run_cli(args, tmp_path, check=True)
+    recs = [r for r in RunStore(tmp_path / "runs").iter_records()[0] if r.done]
+    assert len(recs) == 2, proc.stderr[-2000:]
+    # two processes at once: the runs' lifetimes overlap
+    spans = sorted((r.created_at, r.finished_at) for r in recs)
+    assert spans[1][0] <= spans[0][1]
+    assert "2 jobs, 2 done" in proc.stderr
+    # the pack launcher on a machine without a GPU and n_jobs=auto runs one at a time
+    auto = run_cli(
+        [*args[:3], "model=bccnn", "model.hidden=[16]", "model.width=4", *args[7:]],
+        tmp_path,
+        check=True,
+    )
+    assert "no GPU; running one job at a time" in auto.stdout + auto.stderr
+
+
+@pytest.mark.slow
+@needs_pneumonia()
+def test_tiny_measured_run_writes_every_method(tmp_path):
+    out = tmp_path / "speed"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--data-dir",
+            str(PNEUMONIA.parent),
+            "--models",
+            "bccnn",
+            "--precisions",
+            "32",
+            "--reps",
+            "1",
+            "--train-limit",
+            "256",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--torch-profile",
+            str(out / "profile.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "WANDB_MODE": "disabled"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(out / "speed.csv")
+    assert set(summary.method) == {"harness", "raw", "reference"}
+    assert (summary.epoch_time_s > 0).all() and summary.harness_over_raw.notna().any()
+    assert json.loads((out / "machine.txt").read_text())["device"] == "cpu"
+    assert "aten::" in (out / "profile.txt").read_text()
