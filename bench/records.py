@@ -88,12 +88,56 @@ def _drop(d: dict, dotted: str) -> None:
         d.pop(leaf, None)
 
 
+# options whose value means "this feature is off": a config without them is the same run
+_OFF = {
+    ("probe", "kind"): (None,),
+    ("eval", "tta"): (None, "none"),
+    ("data", "cv", "folds"): (None, 0),
+    ("task", "class_weights"): (None, "none"),
+    ("data", "sampler"): ("random",),
+}
+
+
+def _get(d: dict, path: tuple):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return _MISSING
+        d = d[p]
+    return d
+
+
+_MISSING = object()
+
+
+def _drop_nulls(d):
+    if isinstance(d, dict):
+        return {k: _drop_nulls(v) for k, v in d.items() if v is not None}
+    return d
+
+
+def canonical(cfg: dict) -> dict:
+    """The config with switched-off features removed (``probe`` without a kind, ``eval.tta:
+    none``, ``data.cv`` without folds, ...) and null options dropped, so that adding an option
+    with an inert default never splits a configuration into two."""
+    cfg = copy.deepcopy(cfg)
+    for path, off in _OFF.items():
+        value = _get(cfg, path)
+        if value is not _MISSING and value in off:
+            # the whole feature group when its switch is off (probe, eval, data.cv)
+            group = path[:-1] if path[-1] in ("kind", "tta", "folds") else path
+            _drop(cfg, ".".join(group))
+    for parent in ("probe", "eval"):
+        if parent in cfg and not cfg[parent]:
+            cfg.pop(parent)
+    return _drop_nulls(cfg)
+
+
 def config_for_hash(cfg: dict) -> dict:
     """The part of a resolved config that determines a run's results."""
     cfg = copy.deepcopy(cfg)
     for key in HASH_EXCLUDE:
         _drop(cfg, key)
-    return cfg
+    return canonical(cfg)
 
 
 def config_for_row(cfg: dict) -> dict:

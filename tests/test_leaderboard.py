@@ -471,3 +471,22 @@ def test_wandb_aggregate_run_offline_and_name_checked(tmp_path, monkeypatch, cap
     assert list(tmp_path.rglob("media/table/leaderboard*.table.json"))
     assert main(["--runs-dir", "runs", "--name", "../escape", "--n-boot", "0"]) == 2
     assert "plain folder name" in capsys.readouterr().err
+
+
+def test_an_inert_new_option_does_not_split_a_configuration():
+    old = _config()
+    new = _config(
+        probe__kind=None,
+        probe__k=11,
+        eval__tta="none",
+        data__sampler="random",
+        data__cv__folds=None,
+        data__cv__fold=0,
+        task__class_weights="none",
+        data__fraction=None,
+    )
+    assert compute_config_id(old) == compute_config_id(new)
+    assert compute_run_id(old) == compute_run_id(new)
+    on = _config(eval__tta="flips")
+    assert compute_config_id(on) != compute_config_id(old)
+    assert compute_config_id(_config(seed=3)) == compute_config_id(old)  # seeds share a row
