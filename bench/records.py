@@ -443,16 +443,22 @@ class RunStore:
         finally:
             os.close(fd)
 
-    def find_done(self, config: dict) -> RunRecord | None:
-        """A finished run of the same configuration, seed and fold under another run id (one
-        trained elsewhere, or before the run-id rules changed), or None."""
+    def find_same(self, config: dict) -> tuple[RunRecord | None, RunRecord | None]:
+        """(finished, resumable) runs of the same configuration, seed and fold stored under
+        another run id (trained elsewhere, or before the run-id rules changed): a finished one
+        is not trained again, an interrupted one with a resume checkpoint is resumed."""
         config_id, seed = compute_config_id(config), config.get("seed")
         fold = ((config.get("data") or {}).get("cv") or {}).get("fold")
+        done = resumable = None
         for rec in self.iter_records()[0]:
             rec_fold = ((rec.config.get("data") or {}).get("cv") or {}).get("fold")
-            if rec.done and rec.config_id == config_id and rec.seed == seed and rec_fold == fold:
-                return rec
-        return None
+            if rec.config_id != config_id or rec.seed != seed or rec_fold != fold:
+                continue
+            if rec.done:
+                done = done or rec
+            elif rec.dir and (rec.dir / "checkpoints" / "last.ckpt").exists():
+                resumable = resumable or rec
+        return done, resumable
 
     def iter_records(self) -> tuple[list[RunRecord], list[str]]:
         """All readable records, and a line for each unreadable one (never raises)."""

@@ -188,6 +188,14 @@ def train(cfg: DictConfig) -> JobOutcome:
         run_job(cfg, worker, run_dir, prepare_run_dir(run_dir, force=False))
         return JobOutcome("worker", run_id)
 
+    previous = store.read(run_id)
+    if previous is None and not cfg.get("force"):
+        done, resumable = store.find_same(cfg_dict)
+        if resumable is not None and done is None:  # continue it where it stopped
+            log.info("resuming %s: the same configuration, stored under an older run id",
+                     resumable.run_id)
+            run_id = resumable.run_id
+            run_dir = store.run_dir(run_id)
     with store.claim(run_id) as claimed:
         if not claimed:
             log.info("skip %s: another process is running it", run_id)
@@ -195,7 +203,7 @@ def train(cfg: DictConfig) -> JobOutcome:
             report_job(outcome)
             return outcome
         previous = store.read(run_id)
-        same = None if previous or cfg.get("force") else store.find_done(cfg_dict)
+        same = None if previous or cfg.get("force") else store.find_same(cfg_dict)[0]
         if same is not None or (previous and previous.done and not cfg.get("force")):
             done = same or previous
             log.info("skip %s: already done as %s (+force=true to rerun)", run_id, done.run_id)

@@ -304,29 +304,37 @@ def project(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     flag = args.project_flag
-    data = synthetic_medmnist(Path(tempfile.mkdtemp(prefix="proj-")), flag)
     sizes = split_sizes(flag)
     measured, rates = [], {}
     best = args.precisions[-1]
-    for model in args.models:
-        for method, prec in (("harness", best), ("raw", best), ("reference", "32")):
-            if method not in args.methods:
-                continue
-            s = Setting(model, prec, flag, str(data), None, 0, device, args.epochs)
-            row = {**measure(RUNNERS[method](), s), "dataset": flag}
-            measured.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
-            if "error" in row:
-                continue
-            evaluates = "all" if method == "reference" else "val"
-            n_eval = sizes["val"] + (sizes["train"] + sizes["test"] if evaluates == "all" else 0)
-            rates[(method, model)] = Rates.from_row(row, sizes["train"], n_eval, evaluates)
+    if args.rates_from:  # rows measured before (a JSON line each), e.g. on a GPU machine
+        rows = [json.loads(x) for x in Path(args.rates_from).read_text().splitlines() if x.strip()]
+    else:
+        data = synthetic_medmnist(Path(tempfile.mkdtemp(prefix="proj-")), flag)
+        rows = []
+        for model in args.models:
+            for method, prec in (("harness", best), ("raw", best), ("reference", "32")):
+                if method not in args.methods:
+                    continue
+                s = Setting(model, prec, flag, str(data), None, 0, device, args.epochs)
+                row = {**measure(RUNNERS[method](), s), "dataset": flag}
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
+    for row in rows:
+        measured.append(row)
+        if "error" in row:
+            continue
+        method = row["method"]
+        evaluates = "all" if method == "reference" else "val"
+        n_eval = sizes["val"] + (sizes["train"] + sizes["test"] if evaluates == "all" else 0)
+        rates[(method, row["model"])] = Rates.from_row(row, sizes["train"], n_eval, evaluates)
     packing = {}
     if args.packing_from and Path(args.packing_from).exists():
         pk = pd.read_csv(args.packing_from)
         packing = {"harness": float(pk["speedup_over_k1"].max())}
     table = project_hours(rates, packing=packing)
-    facts = machine_facts(device)
+    machine = next((r["ran_on"] for r in rows if r.get("ran_on")), None)
+    facts = {"machine": machine} if machine else machine_facts(device)
     table["machine"] = facts["machine"]
     pd.DataFrame(measured).drop(columns=["traceback"], errors="ignore").to_csv(
         out / "projection_rates.csv", index=False
@@ -423,6 +431,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--project", choices=["medmnist2d"])
     p.add_argument("--project-flag", default="bloodmnist", help="dataset whose sizes are timed")
     p.add_argument("--packing-from", help="pack.csv whose best speed-up the projection applies")
+    p.add_argument("--rates-from", help="project from rows measured before (JSON lines)")
     p.add_argument("--plain-protocol", metavar="FLAG")
     p.add_argument("--model", default="paper_resnet18", help="conf/model option (plain protocol)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -163,3 +163,9 @@ def test_tiny_measured_run_writes_every_method(tmp_path):
     assert (summary.epoch_time_s > 0).all() and summary.harness_over_raw.notna().any()
     assert json.loads((out / "machine.txt").read_text())["device"] == "cpu"
     assert "aten::" in (out / "profile.txt").read_text()
+
+
+def test_a_training_rate_that_counted_warmup_is_capped_by_the_steady_epoch():
+    row = {"epoch_time_s": 1.2, "train_samples_per_sec": 3000.0, "infer_samples_per_sec": 10000.0}
+    r = Rates.from_row(row, n_train=12000, n_eval=2000)  # 4 s of training in a 1.2 s epoch?
+    assert r.fixed_s == 0 and r.train_rate == pytest.approx(12000 / (1.2 - 0.2))

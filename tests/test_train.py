@@ -303,3 +303,21 @@ def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path):
     # validation/test predictions were gathered from both ranks: every sample once
     preds = (recs[0].parent / "predictions_test.csv").read_text().splitlines()
     assert len(preds) == 64 + 1
+
+
+def test_an_interrupted_run_under_an_older_run_id_is_resumed_not_restarted(make_cfg):
+    import shutil
+
+    cfg = make_cfg(["model=bccnn", *FAST, "trainer.max_epochs=2", "checkpoint.every_minutes=0",
+                    "checkpoint.keep=all"])
+    first = run(cfg)
+    store = RunStore(cfg.paths.runs_dir)
+    # as if the run-id rules had changed while it was interrupted
+    old = store.run_dir("synthetic_28_bccnn-s0-olderid000")
+    shutil.move(first.dir, old)
+    rec = load_record(old)
+    rec.run_id, rec.status = old.name, "interrupted"
+    store.write(rec)
+    again = run(cfg)
+    assert again.run_id == old.name and again.status == "done"
+    assert again.resumed_from.endswith("last.ckpt") and again.attempt == 2

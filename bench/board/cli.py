@@ -22,7 +22,7 @@ from bench.cli import exit_code_of
 from bench.errors import ConfigError
 from bench.io import atomic_write_text
 from bench.metrics import CLASSIFICATION_METRICS
-from bench.records import RunStore
+from bench.records import RunStore, canonical, flatten
 from bench.stats import cd_diagram
 
 PRINT_COLUMNS = [
@@ -73,10 +73,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="only these datasets (e.g. retinamnist adrenalmnist3d_64); --compare: the one",
     )
+    p.add_argument(
+        "--where", nargs="+", default=[], metavar="KEY=VALUE",
+        help="only runs whose config has these values (e.g. data.cv.folds=5 model.name=bccnn)",
+    )
     p.add_argument("--publish", action="store_true", help="write a provenance README too")
     p.add_argument(
         "--recipe", default=None, help="with --publish: the command that trained the runs"
     )
+    p.add_argument("--notes", default=None, help="with --publish: a Markdown file of study notes")
     p.add_argument("--wandb", action="store_true", help="log the table to a W&B aggregate run")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return p.parse_args(argv)
@@ -112,6 +117,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         problems += bad
     if args.dataset:
         records = [r for r in records if r.dataset in args.dataset]
+    for cond in args.where:
+        key, _, want = cond.partition("=")
+        if not key or not _:
+            raise ConfigError(f"--where {cond!r}: write key=value, e.g. data.cv.folds=5")
+        records = [r for r in records if str(flatten(canonical(r.config)).get(key)) == want]
     for line in problems:
         print(f"warning: skipped unreadable record {line}", file=sys.stderr)
     board = board_from_records(
@@ -165,7 +175,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     for n in notes:
         print(n)
     if args.publish:
-        written.append(write_provenance(out, argv, table, args.recipe, notes))
+        narrative = Path(args.notes).read_text() if args.notes else None
+        written.append(
+            write_provenance(out, argv, table, args.recipe, notes, board.records, narrative)
+        )
     if args.wandb:
         log_to_wandb(table, {r.sweep_group for r in board.records.values() if r.done})
     show = [c for c in PRINT_COLUMNS if c in table and table[c].notna().any()]

@@ -124,6 +124,23 @@ def per_class_frame(board: pd.DataFrame, records: dict[str, RunRecord]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def _compute_lines(board: pd.DataFrame, records: dict[str, RunRecord]) -> list[str]:
+    """Wall time per run (record to record) summed per row and over the study."""
+    if not records:
+        return []
+    ids = [
+        i
+        for ids in board.loc[~board["ensemble"].astype(bool), "run_ids"]
+        for i in str(ids).split(";")
+    ]
+    walls = [records[i].cost.wall_time_s or 0.0 for i in ids if i in records]
+    devices = sorted({records[i].env.device or "?" for i in ids if i in records})
+    return [
+        f"- compute: {len(ids)} runs, {sum(walls) / 3600:.2f} h of run wall time in total "
+        f"(per row: the `train min/run` column) on {', '.join(devices)}",
+    ]
+
+
 def write_csv(path: Path, df: pd.DataFrame) -> Path:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
     return path
@@ -148,8 +165,11 @@ def write_provenance(
     board: pd.DataFrame,
     recipe: str | None = None,
     notes: list[str] | None = None,
+    records: dict[str, RunRecord] | None = None,
+    narrative: str | None = None,
 ) -> Path:
-    """A README saying how the published tables were produced."""
+    """A README saying how the published tables were produced: command, commit, hardware, the
+    compute per row and in total, and the study's own notes (``narrative``)."""
     import torch
 
     def joined(col):
@@ -169,6 +189,10 @@ def write_provenance(
         "- CIs: percentile bootstrap over test samples (cases for segmentation), pooled over "
         "seeds (bench/stats.py); rows share rank 1 when their CI overlaps the leader's",
         *[f"- {n}" for n in notes or []],
+        *_compute_lines(board, records or {}),
+        "",
+        *([narrative.strip(), ""] if narrative else []),
+        "## Leaderboard",
         "",
         markdown(board),
     ]

@@ -48,10 +48,14 @@ class Rates:
         """From a timing row measured on ``n_train`` training and ``n_eval`` scored samples."""
         train_rate = float(row["train_samples_per_sec"])
         eval_rate = float(row["infer_samples_per_sec"])
+        epoch = float(row["epoch_time_s"])
         variable = n_train / train_rate + n_eval / eval_rate
-        return cls(
-            train_rate, eval_rate, max(0.0, float(row["epoch_time_s"]) - variable), evaluates
-        )
+        if variable > epoch:
+            # a training rate slower than the measured steady epoch allows (one that counted a
+            # warm-up epoch): the steady epoch decides, with no fixed cost
+            train_rate = n_train / max(1e-9, epoch - n_eval / eval_rate)
+            variable = epoch
+        return cls(train_rate, eval_rate, epoch - variable, evaluates)
 
     def epoch_seconds(self, sizes: dict[str, int]) -> float:
         n_eval = sizes["val"] + (sizes["train"] + sizes["test"] if self.evaluates == "all" else 0)
