@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the demo and tests log W&B offline unless credentials say otherwise
 export WANDB_SILENT := true
 
-.PHONY: install demo test test-fast lint format speed speed-gpu clean
+.PHONY: install demo test test-fast lint format speed speed-gpu publish clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,20 @@ speed: install
 	$(BIN)/python scripts/bench_speed.py --models bccnn mobilenetv2 resnet50 --reps 3 --precisions 32 --skip-overhead
 	$(BIN)/python scripts/bench_speed.py --models resnet18_ss --reps 2 --precisions 32 --append
 
-# the GPU table (results/speed/gpu/): data on the device, 3 epochs per cell, 1 warm-up repetition
+# the GPU tables (results/speed/gpu/): harness/raw/reference with a profile, the projection of the
+# full MedMNIST 2D protocol, K runs packed per GPU
 speed-gpu: install
-	$(BIN)/python scripts/bench_speed.py --device cuda --reps 3 --epochs 3 --out results/speed/gpu
+	$(BIN)/python scripts/bench_speed.py --device cuda --models bccnn resnet18_ss resnet50_ss \
+	  --precisions 32 bf16_cl --reps 3 --epochs 3 --out results/speed/gpu \
+	  --torch-profile results/speed/gpu/profile_harness_bccnn_h100.txt
+	$(BIN)/python scripts/bench_speed.py --device cuda --project medmnist2d \
+	  --models resnet18_ss resnet50_ss --precisions 32 --epochs 2 --out results/speed/gpu
+	$(BIN)/python scripts/bench_speed.py --device cuda --pack 1 2 4 8 --pack-jobs 8 \
+	  --models resnet18_ss --precisions 32 --epochs 2 --out results/speed/gpu
+
+# the published studies (results/<study>/): train what is missing, then aggregate; resumable
+publish: install
+	MEDBENCH_DATA_DIR=$${MEDBENCH_DATA_DIR:-../shared/data} bash scripts/publish.sh
 
 clean:
 	rm -rf outputs multirun runs/demo .pytest_cache

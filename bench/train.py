@@ -192,8 +192,10 @@ def train(cfg: DictConfig) -> JobOutcome:
     if previous is None and not cfg.get("force"):
         done, resumable = store.find_same(cfg_dict)
         if resumable is not None and done is None:  # continue it where it stopped
-            log.info("resuming %s: the same configuration, stored under an older run id",
-                     resumable.run_id)
+            log.info(
+                "resuming %s: the same configuration, stored under an older run id",
+                resumable.run_id,
+            )
             run_id = resumable.run_id
             run_dir = store.run_dir(run_id)
     with store.claim(run_id) as claimed:

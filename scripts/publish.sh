@@ -2,7 +2,8 @@
 # make publish: train (or skip, when already done) every run of the published studies, then
 # write results/<study>/ (leaderboard CSV/Markdown, per-class table, Holm-corrected comparison,
 # robustness table, provenance README). Resumable: rerun after an interruption.
-# Hours on 2 CPU cores; minutes on a GPU (add trainer.accelerator=gpu via EXTRA).
+# About 30 minutes on one H100 (EXTRA=trainer=gpu_fast); days on 2 CPU cores (the paper's 28²
+# ResNet-50 alone: ~20 h per seed), so on a CPU train the cheap rows first and publish what is done.
 set -euo pipefail
 BIN="${BIN:-.venv/bin}"
 STORE="${STORE:-runs/published}"
@@ -21,8 +22,9 @@ train data=pneumoniamnist model=$MODELS_2D seed=0,1,2
 "$BIN/bench-robust" --runs-dir "$STORE" || true  # runs whose checkpoint is elsewhere: skipped
 publish() {  # $1 = study name, rest = datasets
   local name=$1; shift
+  local notes=(); [ -f "scripts/study_notes/$name.md" ] && notes=(--notes "scripts/study_notes/$name.md")
   "$BIN/bench-leaderboard" --runs-dir "$STORE" --dataset "$@" --name "$name" --reference \
-    --ensembles --compare-all --publish --recipe "make publish (scripts/publish.sh)"
+    --ensembles --compare-all --publish --recipe "make publish (scripts/publish.sh)" "${notes[@]}"
 }
 publish retinamnist retinamnist
 "$BIN/bench-robust" --runs-dir "$STORE" --dataset retinamnist --out results/retinamnist/robustness.csv

@@ -308,8 +308,15 @@ def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path):
 def test_an_interrupted_run_under_an_older_run_id_is_resumed_not_restarted(make_cfg):
     import shutil
 
-    cfg = make_cfg(["model=bccnn", *FAST, "trainer.max_epochs=2", "checkpoint.every_minutes=0",
-                    "checkpoint.keep=all"])
+    cfg = make_cfg(
+        [
+            "model=bccnn",
+            *FAST,
+            "trainer.max_epochs=2",
+            "checkpoint.every_minutes=0",
+            "checkpoint.keep=all",
+        ]
+    )
     first = run(cfg)
     store = RunStore(cfg.paths.runs_dir)
     # as if the run-id rules had changed while it was interrupted

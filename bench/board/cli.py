@@ -74,7 +74,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only these datasets (e.g. retinamnist adrenalmnist3d_64); --compare: the one",
     )
     p.add_argument(
-        "--where", nargs="+", default=[], metavar="KEY=VALUE",
+        "--where",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
         help="only runs whose config has these values (e.g. data.cv.folds=5 model.name=bccnn)",
     )
     p.add_argument("--publish", action="store_true", help="write a provenance README too")

@@ -1,0 +1,76 @@
+"""The README's commands stay true: every `bench-train` command composes, every other `bench-*`
+command exists and takes the flags the README gives it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from importlib.metadata import entry_points
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from tests.conftest import BIN, CONF, ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands() -> list[list[str]]:
+    """Every `bench-*` command in the README (inline code spans and code blocks), tokenised."""
+    spans = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    spans = [line for block in spans for line in block.splitlines()]
+    spans += re.findall(r"`([^`]{1,400})`", README.replace("```", ""))
+    commands = []
+    for span in spans:
+        text = " ".join(span.split("#")[0].split())
+        text = text.removeprefix(".venv/bin/")
+        if re.match(r"bench-[a-z]+ ", text + " "):
+            commands.append(shlex.split(text))
+    return commands
+
+
+def first_of_sweep(token: str) -> str:
+    """`key=a,b,c` -> `key=a` (one job of a sweep); lists in brackets stay whole."""
+    key, _, value = token.partition("=")
+    if "," in value and not value.startswith("["):
+        value = value.split(",")[0]
+    return f"{key}={value}"
+
+
+TRAIN = [c for c in readme_commands() if c[0] == "bench-train" and "--help" not in c]
+
+
+def test_readme_has_commands():
+    assert len(TRAIN) >= 8
+    assert {c[0] for c in readme_commands()} >= {"bench-train", "bench-leaderboard", "bench-robust"}
+
+
+@pytest.mark.parametrize("command", TRAIN, ids=[" ".join(c[1:])[:60] for c in TRAIN])
+def test_readme_train_command_composes(command):
+    args = [a for a in command[1:] if a not in ("-m", "-v")]
+    if "--config-dir" in args:
+        pytest.skip("needs a search's output folder")
+    overrides = [first_of_sweep(a) for a in args]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        compose("train", overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.slow
+def test_readme_tool_flags_exist():
+    installed = entry_points(group="console_scripts")
+    scripts = {e.name for e in installed if e.value.startswith("bench.")}
+    flags: dict[str, set[str]] = {}
+    for command in readme_commands():
+        assert command[0] in scripts, f"README names {command[0]}, which is not installed"
+        flags.setdefault(command[0], set()).update(re.findall(r"--[a-z][a-z-]*", " ".join(command)))
+    for tool, used in flags.items():
+        if tool == "bench-train":
+            continue
+        help_text = subprocess.run(
+            [str(BIN / tool), "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        missing = {f for f in used if f not in help_text}
+        assert not missing, f"{tool} --help lacks {missing}"
