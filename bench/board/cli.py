@@ -17,6 +17,7 @@ import pandas as pd
 
 from bench.board import board_from_records
 from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
+from bench.board.console import blank_missing
 from bench.board.outputs import write_csv, write_outputs, write_provenance
 from bench.cli import exit_code_of
 from bench.errors import ConfigError
@@ -189,7 +190,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     with pd.option_context(
         "display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format
     ):
-        print(table[show].to_string(index=False))
+        shown = blank_missing(table[show], table.attrs.get("varying", []))
+        print(shown.to_string(index=False, na_rep=""))
     print(f"wrote {written[0]} ({len(table)} rows)")
     return 0
 

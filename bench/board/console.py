@@ -10,6 +10,15 @@ from bench.records import RunStore
 COLUMNS = ["rank", "dataset", "model", "scheme", "n_runs"]
 
 
+def blank_missing(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``columns`` with missing values shown empty (a config key a row does not have)."""
+    table = table.copy()
+    for c in columns:
+        if c in table:
+            table[c] = ["" if v is None or v != v else v for v in table[c]]
+    return table
+
+
 def sweep_board_text(runs_dir: str, run_ids: list[str]) -> str:
     """The leaderboard of the runs ``run_ids`` (no bootstrap: it prints at once)."""
     store = RunStore(runs_dir)
@@ -31,4 +40,6 @@ def sweep_board_text(runs_dir: str, run_ids: list[str]) -> str:
             ]
             cols.append(m)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        return table[cols].to_string(index=False)
+        return blank_missing(table[cols], table.attrs.get("varying", [])).to_string(
+            index=False, na_rep=""
+        )
