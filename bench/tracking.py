@@ -36,11 +36,12 @@ def wandb_credentials_present() -> bool:
 
 
 def resolve_wandb_mode(mode: str | None) -> str:
-    """``auto`` -> ``online`` with credentials, else ``offline``; ``WANDB_MODE`` wins if set."""
-    env = os.environ.get("WANDB_MODE")
-    if env:
-        return env
+    """An explicit mode (``online``, ``offline``, ``disabled``) is used as it is; ``auto`` follows
+    ``WANDB_MODE`` when set, else goes ``online`` with credentials and ``offline`` without."""
     if mode in (None, "auto"):
+        env = os.environ.get("WANDB_MODE")
+        if env:
+            return env
         if wandb_credentials_present():
             return "online"
         log.info("W&B: no API key found, logging offline; upload later with `wandb sync <dir>`")

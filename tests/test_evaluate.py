@@ -129,7 +129,8 @@ def test_bench_tta_adds_a_row_from_an_existing_checkpoint(make_cfg, tmp_path):
     assert tta.test["auc"] == pytest.approx(rec.test["auc"], abs=1e-6)
     assert tta.evaluations["tta"]["from_run"] == rec.run_id
     table = build_board(cfg.paths.runs_dir, n_boot=0).table
-    assert len(table) == 2 and set(table["eval.tta"]) == {"none", "identity"}
+    # eval.tta=none is the canonical "no TTA" (hashed like its absence): an empty cell
+    assert len(table) == 2 and set(table["eval.tta"]) == {None, "identity"}
 
 
 def test_mc_dropout_and_a_model_without_dropout(make_cfg):

@@ -1,19 +1,37 @@
 """The wheel: configs and reference tables ship inside it; an installed bench-train runs from
 any folder (no checkout)."""
 
+import shutil
 import site
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
 
 
+def checkout_copy(dest: Path) -> Path:
+    """The checkout's files (tracked and new, not ignored) copied to ``dest``: the wheel is built
+    from what a clone holds, and setuptools' build/ folder lands there, not in the checkout."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    )
+    if listed.returncode != 0:  # not a git checkout (an unpacked sdist): build it as it is
+        return ROOT
+    for name in listed.stdout.splitlines():
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
     dist = tmp_path / "dist"
+    source = checkout_copy(tmp_path / "src")
     build = subprocess.run(
         [
             sys.executable,
@@ -25,7 +43,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
             "-q",
             "-w",
             str(dist),
-            str(ROOT),
+            str(source),
         ],
         capture_output=True,
         text=True,

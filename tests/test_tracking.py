@@ -92,10 +92,17 @@ def test_disabled_wandb_builds_no_logger_and_a_missing_tracker_is_one_line(monke
     import sys
 
     from bench.errors import ConfigError
-    from bench.tracking import build_loggers
+    from bench.tracking import build_loggers, resolve_wandb_mode
 
+    # an explicit mode in the config beats the environment (wandb.init's own precedence);
+    # the environment only decides for mode=auto
+    monkeypatch.setenv("WANDB_MODE", "offline")
     wandb_cfg = {"wandb": {"_target_": "bench.tracking.wandb_logger", "mode": "disabled"}}
     assert build_loggers(wandb_cfg, name="x", id="x") == []
+    assert resolve_wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode(None) == "disabled"
+    assert resolve_wandb_mode("offline") == "offline"
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
     import lightning.pytorch.loggers.mlflow as lm
 

@@ -184,7 +184,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             write_provenance(out, argv, table, args.recipe, notes, board.records, narrative)
         )
     if args.wandb:
-        log_to_wandb(table, {r.sweep_group for r in board.records.values() if r.done})
+        log_to_wandb(table, {r.sweep_group for r in board.records.values() if r.done}, out)
     show = [c for c in PRINT_COLUMNS if c in table and table[c].notna().any()]
     show[4:4] = [c for c in table.attrs.get("varying", []) if c in table]
     with pd.option_context(
@@ -196,8 +196,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def log_to_wandb(table: pd.DataFrame, groups: set, project: str = "medbench") -> None:
-    """Log the leaderboard as a ``wandb.Table`` in an ``aggregate`` run of the sweep's group."""
+def log_to_wandb(table: pd.DataFrame, groups: set, out: Path, project: str = "medbench") -> None:
+    """Log the leaderboard as a ``wandb.Table`` in an ``aggregate`` run of the sweep's group;
+    the offline run folder goes under ``out``, next to the tables."""
     import wandb
 
     from bench.tracking import resolve_wandb_mode
@@ -209,6 +210,7 @@ def log_to_wandb(table: pd.DataFrame, groups: set, project: str = "medbench") ->
         job_type="aggregate",
         name=f"leaderboard-{group or 'all'}",
         mode=resolve_wandb_mode("auto"),
+        dir=str(out),
     )
     try:
         shown = table.drop(columns=["_first_run"], errors="ignore")

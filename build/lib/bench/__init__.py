@@ -1,3 +1,0 @@
-"""medbench: benchmark CNN architectures on medical images."""
-
-__version__ = "0.1.0"

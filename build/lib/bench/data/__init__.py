@@ -1,1 +1,0 @@
-"""LightningDataModules, one file per source; each exposes a DataSpec."""

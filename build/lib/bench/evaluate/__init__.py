@@ -1,2 +1,0 @@
-"""Evaluations beyond accuracy: calibration, selective prediction, robustness to corruptions,
-test-time augmentation and MC-dropout, on finished runs."""

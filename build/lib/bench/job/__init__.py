@@ -1,1 +1,0 @@
-"""One run: build it from its config, execute it, persist what it measured."""

@@ -1,1 +1,0 @@
-"""Launching many runs at once: choosing how many jobs share one GPU."""

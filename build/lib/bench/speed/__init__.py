@@ -1,1 +1,0 @@
-"""Speed benchmarks: runners (harness, raw loop, official pipeline), projection, profiling."""

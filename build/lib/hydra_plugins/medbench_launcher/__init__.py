@@ -1,1 +1,0 @@
-"""medbench's Hydra launcher plugin (Hydra finds plugins in the hydra_plugins namespace)."""
