@@ -114,6 +114,28 @@ def precheck_overrides(args: list[str], root: Path | None = None) -> None:
                 )
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def add_device_option(parser) -> None:
+    """The one ``--device`` option every evaluation command takes."""
+    parser.add_argument(
+        "--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda when available"
+    )
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is a
+    one-line error rather than a deep CUDA traceback."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device cpu or auto")
+    return name
+
+
 def exit_code_of(fn: Callable[[], int]) -> int:
     """Run a command body; a :class:`BenchError` becomes one ``error:`` line and its exit code."""
     try:

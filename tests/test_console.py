@@ -104,3 +104,22 @@ def test_the_console_scripts_are_installed():
         "bench-export",
     ):
         assert (BIN / name).exists(), name
+
+
+@pytest.mark.parametrize(
+    "module", ["bench.evaluate.robust", "bench.evaluate.tta", "bench.evaluate.uncertainty"]
+)
+def test_evaluation_commands_share_one_device_option(module, tmp_path, capsys):
+    import importlib
+
+    import torch
+
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit):
+        main(["--device", "gpu"])  # the old bench-tta spelling is refused by argparse
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
+    if torch.cuda.is_available():
+        pytest.skip("the no-GPU error needs a machine without CUDA")
+    assert main(["--run-dir", str(tmp_path), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no CUDA GPU is visible" in err, err

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.cli import exit_code_of
+from bench.cli import add_device_option, exit_code_of, resolve_device
 from bench.errors import ConfigError
 from bench.evaluate.corruptions import NOT_IMPLEMENTED, corrupt, corruptions_for, family_of
 from bench.metrics import classification_metrics
@@ -193,18 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default=None, help="every finished 2D classifier in this store")
     p.add_argument("--run-dir", nargs="*", default=[], help="these run folders")
     p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_option(p)
     p.add_argument("--out", default=None, help="robustness table CSV (default: none)")
     p.add_argument("--force", action="store_true", help="re-evaluate runs that have results")
     p.add_argument("--dataset", nargs="+", default=None, help="only runs on these datasets")
     args = p.parse_args(argv)
 
     def body() -> int:
-        device = (
-            args.device
-            if args.device != "auto"
-            else ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        device = resolve_device(args.device)
         if any(s not in range(0, 6) for s in args.severities):
             raise ConfigError("--severities are 0 (clean) to 5")
         records: list[RunRecord] = [load_record(Path(d)) for d in args.run_dir]

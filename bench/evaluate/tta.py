@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import exit_code_of
+from bench.cli import add_device_option, exit_code_of, resolve_device
 from bench.errors import ConfigError
 
 TTA_MODES = ("none", "identity", "flips")
@@ -83,7 +83,7 @@ def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
     task.keep_predictions = True
     dm = instantiate(cfg.data)
     trainer = L.Trainer(
-        accelerator=device,
+        accelerator="gpu" if device == "cuda" else device,
         devices=1,
         logger=False,
         enable_progress_bar=False,
@@ -118,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench-tta", description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", nargs="+", required=True, help="finished run folders")
     p.add_argument("--tta", default="flips", choices=["identity", "flips"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    add_device_option(p)
     args = p.parse_args(argv)
 
     def body() -> int:
         for d in args.run_dir:
-            rec = tta_run(Path(d), args.tta, args.device)
+            rec = tta_run(Path(d), args.tta, resolve_device(args.device))
             metric = "dice" if rec.kind == "segmentation" else "auc"
             print(
                 f"{rec.run_id}: test {metric} {rec.test.get(metric):.4f} with {args.tta} TTA "

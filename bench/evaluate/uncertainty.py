@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.cli import exit_code_of
+from bench.cli import add_device_option, exit_code_of, resolve_device
 from bench.errors import ConfigError
 from bench.evaluate.calibration import confidence_and_correct
 from bench.evaluate.robust import load_run_model
@@ -94,15 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--run-dir", nargs="*", default=[])
     p.add_argument("--samples", type=int, default=20)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_option(p)
     args = p.parse_args(argv)
 
     def body() -> int:
-        device = (
-            args.device
-            if args.device != "auto"
-            else ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        device = resolve_device(args.device)
         records = [load_record(Path(d)) for d in args.run_dir]
         if args.runs_dir:
             records += RunStore(args.runs_dir).iter_records()[0]
