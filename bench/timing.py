@@ -32,6 +32,9 @@ class ThroughputTimer(L.Callback):
         self.test_samples = 0
         self.test_seconds = 0.0
         self._test_start: float | None = None
+        # fit seconds of earlier segments of a resumed run (carried by last.ckpt)
+        self.prior_fit_seconds = 0.0
+        self._fit_start: float | None = None
 
     @staticmethod
     def _mark(pl_module):
@@ -40,6 +43,22 @@ class ThroughputTimer(L.Callback):
             event.record()
             return event
         return time.perf_counter()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+
+    # -- state carried by the resume checkpoint: a resumed run reports its whole cost ----------
+    def state_dict(self) -> dict:
+        now = time.perf_counter()
+        epochs = dict(self.epoch_seconds)
+        if self._epoch_start is not None:  # saved at the end of validation: the epoch so far
+            epochs[self._epoch] = now - self._epoch_start
+        elapsed = now - self._fit_start if self._fit_start is not None else 0.0
+        return {"epoch_seconds": epochs, "fit_seconds": self.prior_fit_seconds + elapsed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epoch_seconds = {int(k): float(v) for k, v in state_dict["epoch_seconds"].items()}
+        self.prior_fit_seconds = float(state_dict["fit_seconds"])
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         now = time.perf_counter()

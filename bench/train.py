@@ -242,7 +242,8 @@ def train(cfg: DictConfig) -> JobOutcome:
                 record.traceback = traceback.format_exc(limit=20)
         finally:
             record.finished_at = now_iso()
-            record.cost.wall_time_s = round(time.perf_counter() - start, 3)
+            earlier = record.cost.wall_time_s or 0.0  # fit time of a resumed run's earlier segments
+            record.cost.wall_time_s = round(earlier + time.perf_counter() - start, 3)
             store.write(record)
             if record.status == "done":
                 keep = (cfg.get("checkpoint") or {}).get("keep", "best")

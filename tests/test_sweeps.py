@@ -245,6 +245,11 @@ def test_killed_after_a_non_improving_epoch_resumes_to_the_same_final_weights(tm
         pd.read_csv(run_a / "history.csv").drop(columns="epoch_time_s"),
         pd.read_csv(run_b / "history.csv").drop(columns="epoch_time_s"),
     )
+    # its cost is the whole run's: epochs before the kill keep their times, fit time adds up
+    hist_b = pd.read_csv(run_b / "history.csv")
+    assert hist_b.epoch_time_s.notna().all() and len(hist_b) == len(hist)
+    assert after["cost"]["train_time_s"] >= 0.99 * hist_b.epoch_time_s.sum()
+    assert after["cost"]["wall_time_s"] > after["cost"]["train_time_s"]
     for name in ("last.ckpt", "best.ckpt"):  # final weights and best weights, bit for bit
         a, b = _state(run_a / "checkpoints" / name), _state(run_b / "checkpoints" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

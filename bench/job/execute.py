@@ -78,7 +78,9 @@ def evaluate(job: Job) -> tuple[dict, dict, dict, dict]:
 
 def execute(job: Job, resume: str | None) -> Outcome:
     """Fit and evaluate ``job``; collect what the record and the run folder need."""
-    train_time = fit(job, resume)
+    segment = fit(job, resume)
+    # a resumed run adds the fit time of its earlier segments (restored from last.ckpt by fit)
+    train_time = job.timer.prior_fit_seconds + segment
     val, test, test_last, predictions = evaluate(job)
     timer, trainer = job.timer, job.trainer
     history = [
@@ -104,5 +106,7 @@ def execute(job: Job, resume: str | None) -> Outcome:
             "epoch_time_s": timer.steady_epoch_s,
             "infer_samples_per_sec": timer.infer_samples_per_sec,
             "peak_mem_mb": round(_peak_mem_mb(device), 1),
+            # earlier segments of a resumed run; train() adds this process's wall time
+            "wall_time_s": round(job.timer.prior_fit_seconds, 3),
         },
     )
