@@ -4,6 +4,7 @@ measured run of every method."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -111,12 +112,19 @@ def test_gpu_pack_launcher_runs_k_jobs_at_once_on_cpu(tmp_path):
         "data.n_test=64",
         "data.batch_size=32",
     ]
-    proc = run_cli(args, tmp_path, check=True)
+    meet = tmp_path / "meet"
+    rendezvous = [
+        "+callbacks.meet._target_=rendezvous.Rendezvous",
+        f"+callbacks.meet.folder={meet}",
+        "+callbacks.meet.timeout=60",
+    ]
+    tests_dir = str(Path(__file__).parent)
+    proc = run_cli([*args, *rendezvous], tmp_path, env={"PYTHONPATH": tests_dir}, check=True)
     recs = [r for r in RunStore(tmp_path / "runs").iter_records()[0] if r.done]
     assert len(recs) == 2, proc.stderr[-2000:]
-    # two processes at once: the runs' lifetimes overlap
-    spans = sorted((r.created_at, r.finished_at) for r in recs)
-    assert spans[1][0] <= spans[0][1]
+    # two processes at once: each job saw the other one running (one after the other: 1 each)
+    saw = sorted(int(f.read_text()) for f in meet.glob("*.saw"))
+    assert saw == [2, 2], saw
     assert "2 jobs, 2 done" in proc.stderr
     # the pack launcher on a machine without a GPU and n_jobs=auto runs one at a time
     auto = run_cli(
