@@ -99,7 +99,10 @@ def classification_metric_tensors(
                 [C.binary_matthews_corrcoef(y_score[:, i], t[:, i]) for i in range(L)]
             ).mean(),
             "ece": lambda: torch.stack(
-                [C.binary_calibration_error(y_score[:, i], t[:, i], n_bins=15) for i in range(L)]
+                [
+                    C.binary_calibration_error(y_score[:, i].contiguous(), t[:, i], n_bins=15)
+                    for i in range(L)
+                ]
             ).mean(),
             "brier": lambda: ((y_score - t.float()) ** 2).mean(),
             "nll": lambda: (
