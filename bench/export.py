@@ -97,16 +97,27 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
         import onnxruntime as ort
 
         path = out / "model.onnx"
-        dims = {0: "batch"}
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["pixels"],
-            output_names=["probabilities"],
-            dynamic_axes={"pixels": dims, "probabilities": dims},
-            dynamo=False,
-        )
+        # torch.export-based exporter (the TorchScript one is deprecated); any batch size
+        try:
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["pixels"],
+                output_names=["probabilities"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamo=True,
+                verbose=False,
+            )
+        except ImportError as e:
+            raise ConfigError(
+                f"ONNX export needs onnx and onnxscript ({e}); pip install 'medbench[export]'"
+            ) from e
+        except Exception as e:  # torch.export's errors are pages long: say it in one line
+            raise ConfigError(
+                f"ONNX export of this model failed: {type(e).__name__}: {str(e).splitlines()[0]}; "
+                "--format torchscript may still work"
+            ) from e
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = np.concatenate(
             [
