@@ -74,6 +74,8 @@ def test_a_sweep_shows_progress_and_ends_with_its_leaderboard(tmp_path):
     assert "leaderboard of this sweep (2 runs)" in proc.stdout
     board = proc.stdout.split("leaderboard of this sweep")[1]
     assert "model.width" in board and "bccnn" in board
+    # ranks need CIs: the instant table orders rows and leaves ranking to bench-leaderboard
+    assert "rank" not in board.splitlines()[1] and "bench-leaderboard ranks" in board
 
 
 def test_state_dict_works_during_an_evaluation_epoch(make_cfg):

@@ -7,7 +7,9 @@ import pandas as pd
 from bench.board import board_from_records
 from bench.records import RunStore
 
-COLUMNS = ["rank", "dataset", "model", "scheme", "n_runs"]
+# no rank column: ranks need the bootstrap CIs (bench-leaderboard); this table prints at once
+COLUMNS = ["dataset", "model", "scheme", "n_runs"]
+FOOTER = "(best mean first; bench-leaderboard ranks rows by their 95% CIs)"
 
 
 def blank_missing(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -27,7 +29,7 @@ def sweep_board_text(runs_dir: str, run_ids: list[str]) -> str:
     if board.empty:
         return ""
     table = board.table
-    cols = COLUMNS[:4] + [c for c in table.attrs.get("varying", []) if c in table] + COLUMNS[4:]
+    cols = COLUMNS[:3] + [c for c in table.attrs.get("varying", []) if c in table] + COLUMNS[3:]
     for m in ("test_auc", "test_acc", "test_dice"):
         if f"{m}_mean" in table and table[f"{m}_mean"].notna().any():
             table[m] = [
@@ -40,6 +42,7 @@ def sweep_board_text(runs_dir: str, run_ids: list[str]) -> str:
             ]
             cols.append(m)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        return blank_missing(table[cols], table.attrs.get("varying", [])).to_string(
+        text = blank_missing(table[cols], table.attrs.get("varying", [])).to_string(
             index=False, na_rep=""
         )
+    return f"{text}\n{FOOTER}"
