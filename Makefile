@@ -38,7 +38,7 @@ format: install
 
 # the published CPU table (results/speed/): about an hour on 2 cores
 speed: install
-	$(BIN)/python scripts/bench_speed.py --models bccnn mobilenetv2 resnet50 --reps 3 --precisions 32 --skip-overhead
+	$(BIN)/python scripts/bench_speed.py --models bccnn mobilenetv2 resnet50 --reps 3 --precisions 32
 	$(BIN)/python scripts/bench_speed.py --models resnet18_ss --reps 2 --precisions 32 --append
 
 # the GPU tables (results/speed/gpu/): harness/raw/reference with a profile, the projection of the
@@ -47,6 +47,8 @@ speed-gpu: install
 	$(BIN)/python scripts/bench_speed.py --device cuda --models bccnn resnet18_ss resnet50_ss \
 	  --precisions 32 bf16_cl --reps 3 --epochs 3 --out results/speed/gpu \
 	  --torch-profile results/speed/gpu/profile_harness_bccnn_h100.txt
+	$(BIN)/python scripts/bench_speed.py --device cuda --methods harness raw --models bccnn resnet18_ss \
+	  --precisions 32 --batch-scales 1 4 8 --reps 2 --epochs 3 --out results/speed/gpu/batch
 	$(BIN)/python scripts/bench_speed.py --device cuda --project medmnist2d \
 	  --models resnet18_ss resnet50_ss --precisions 32 --epochs 2 --out results/speed/gpu
 	$(BIN)/python scripts/bench_speed.py --device cuda --pack 1 2 4 8 --pack-jobs 8 \

@@ -6,6 +6,7 @@ them with the method order rotated, and writes the tables.
 
     python scripts/bench_speed.py --models bccnn resnet18_ss --reps 3          # the table
     python scripts/bench_speed.py --device cuda --epochs 3 --out results/speed/gpu
+    python scripts/bench_speed.py --device cuda --methods harness raw --batch-scales 1 4 8
     python scripts/bench_speed.py --pack 1 2 4 8 --device cuda                  # K runs at once
     python scripts/bench_speed.py --project medmnist2d --device cuda            # hours projected
     python scripts/bench_speed.py --plain-protocol retinamnist --model paper_resnet18 --seeds 0 1 2
@@ -17,7 +18,9 @@ Data: PneumoniaMNIST from ``$MEDBENCH_DATA_DIR/medmnist`` (or ``--data-dir``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.speed.runners import MODELS, PRECISIONS, RUNNERS, Setting, measure  # noqa: E402
 
+BASE_BATCH, BASE_LR = 128, 1e-3  # the MedMNIST v2 recipe
 FACTS = ("epochs", "train_images", "device", "cpu_threads", "machine", "torch")
 
 
@@ -60,7 +64,11 @@ def summarise(reps, warmup: int = 0):
     df = reps[reps["rep"] >= warmup] if "rep" in reps else reps
     if "error" in df:
         df = df[df["error"].isna()]
-    keys = ["model", "method", "precision"]
+    df = df.copy()
+    if "batch_size" not in df:  # tables measured before batch scaling: all at the base batch
+        df["batch_size"] = BASE_BATCH
+    df["batch_size"] = df["batch_size"].fillna(BASE_BATCH).astype(int)
+    keys = ["model", "method", "precision", "batch_size"]
     num = [c for c in df.columns if c not in (*keys, "rep", "error", "traceback", "ran_on")]
     num = [c for c in num if pd.api.types.is_numeric_dtype(df[c])]
     out = df.groupby(keys)[num].median().reset_index()
@@ -71,15 +79,22 @@ def summarise(reps, warmup: int = 0):
             out[f"{c}_min"], out[f"{c}_max"] = mins.values, maxs.values
     out["reps"] = df.groupby(keys).size().values
     by = out.set_index(keys)["epoch_time_s"]
+    auc = out.set_index(keys)["val_auc"] if "val_auc" in out else None
     ratios = []
-    for (model, method, prec), t in by.items():
-        raw = by.get((model, "raw", prec))
-        ref = by.get((model, "reference", "32"))
+    for (model, method, prec, batch), t in by.items():
+        raw = by.get((model, "raw", prec, batch))
+        ref = by.get((model, "reference", "32", BASE_BATCH))
+        base = None if auc is None else auc.get((model, method, "32", BASE_BATCH))
+        own = None if auc is None else auc.get((model, method, prec, batch))
         ratios.append(
             {
                 "harness_over_raw": round(t / raw, 3) if method == "harness" and raw else None,
                 "reference_over_harness": round(ref / t, 3)
                 if method == "harness" and ref
+                else None,
+                # a fast setting keeps accuracy when this stays near 0 (same seed, same epochs)
+                "val_auc_vs_fp32": round(own - base, 4)
+                if base is not None and own is not None and (prec, batch) != ("32", BASE_BATCH)
                 else None,
             }
         )
@@ -91,10 +106,12 @@ def markdown(summary) -> str:
         "model",
         "method",
         "precision",
+        "batch_size",
         "epoch_time_s",
         "train_samples_per_sec",
         "gpu_util_pct",
         "val_auc",
+        "val_auc_vs_fp32",
         "harness_over_raw",
         "reference_over_harness",
     ]
@@ -111,6 +128,13 @@ def markdown(summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scaled_lr(lr: float, scale: int, rule: str) -> float:
+    """The learning rate for a batch ``scale`` times the base: ``sqrt`` (the square-root rule
+    for Adam-type optimisers) or ``linear`` (Goyal et al.'s rule for SGD)."""
+    factor = scale if rule == "linear" else math.sqrt(scale)
+    return round(lr * factor, 8)
+
+
 def grid(args) -> int:
     import pandas as pd
 
@@ -125,7 +149,10 @@ def grid(args) -> int:
         order = methods[rep % len(methods) :] + methods[: rep % len(methods)]  # rotate
         for model in args.models:
             for method in order:
-                for prec in args.precisions if method != "reference" else ["32"]:
+                # the official pipeline is measured as it ships: fp32, batch 128
+                precisions = args.precisions if method != "reference" else ["32"]
+                scales = args.batch_scales if method != "reference" else [1]
+                for prec, scale in itertools.product(precisions, scales):
                     s = Setting(
                         model,
                         prec,
@@ -135,15 +162,21 @@ def grid(args) -> int:
                         args.seed,
                         device,
                         args.epochs,
+                        batch_size=BASE_BATCH * scale,
+                        lr=scaled_lr(BASE_LR, scale, args.lr_scaling),
                     )
                     row = {**measure(RUNNERS[method](), s), "rep": rep}
+                    row.update(batch_size=s.batch_size, lr=s.lr)
                     rows.append(row)
                     with log.open("a") as f:
                         f.write(
                             json.dumps({k: v for k, v in row.items() if k != "traceback"}) + "\n"
                         )
                     status = row.get("error") or f"epoch {row.get('epoch_time_s')} s"
-                    print(f"rep {rep} {model} {method} {prec}: {status}", flush=True)
+                    print(
+                        f"rep {rep} {model} {method} {prec} batch {s.batch_size}: {status}",
+                        flush=True,
+                    )
     if args.torch_profile:  # one more harness run of the first model, one epoch profiled
         prof = Path(args.torch_profile)
         s = Setting(
@@ -407,6 +440,15 @@ def parse(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--methods", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
     p.add_argument("--precisions", nargs="+", default=["32", "bf16_cl"], choices=list(PRECISIONS))
+    p.add_argument(
+        "--batch-scales",
+        nargs="+",
+        type=int,
+        default=[1],
+        metavar="S",
+        help=f"train batch {BASE_BATCH} x S with the LR scaled (harness and raw loop)",
+    )
+    p.add_argument("--lr-scaling", choices=["sqrt", "linear"], default="sqrt")
     p.add_argument("--reps", type=int, default=3, help="measured repetitions per cell")
     p.add_argument(
         "--warmup-reps",

@@ -159,6 +159,9 @@ def test_tiny_measured_run_writes_every_method(tmp_path):
             str(out),
             "--torch-profile",
             str(out / "profile.txt"),
+            "--batch-scales",
+            "1",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -168,9 +171,71 @@ def test_tiny_measured_run_writes_every_method(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "speed.csv")
     assert set(summary.method) == {"harness", "raw", "reference"}
+    # batch x2 (LR x sqrt 2) for harness and raw loop; the official pipeline only as it ships
+    cells = set(zip(summary.method, summary.batch_size, strict=True))
+    assert cells == {
+        ("harness", 128),
+        ("harness", 256),
+        ("raw", 128),
+        ("raw", 256),
+        ("reference", 128),
+    }
+    big = summary[(summary.method == "harness") & (summary.batch_size == 256)].iloc[0]
+    assert big.val_auc_vs_fp32 == pytest.approx(
+        big.val_auc
+        - summary[(summary.method == "harness") & (summary.batch_size == 128)].val_auc.iloc[0],
+        abs=1e-4,
+    )
+    reps = pd.read_csv(out / "speed_reps.csv")
+    assert sorted(reps[reps.method == "raw"].lr.round(6)) == [0.001, round(0.001 * 2**0.5, 6)]
     assert (summary.epoch_time_s > 0).all() and summary.harness_over_raw.notna().any()
     assert json.loads((out / "machine.txt").read_text())["device"] == "cpu"
     assert "aten::" in (out / "profile.txt").read_text()
+
+
+def test_batch_scaling_rules_and_the_accuracy_check_by_hand():
+    speed = _speed()
+    assert speed.scaled_lr(1e-3, 4, "sqrt") == pytest.approx(2e-3)
+    assert speed.scaled_lr(1e-3, 8, "linear") == pytest.approx(8e-3)
+    rows = [
+        {
+            "model": "m",
+            "method": meth,
+            "precision": prec,
+            "batch_size": bs,
+            "rep": 0,
+            "epoch_time_s": t,
+            "val_auc": auc,
+        }
+        for meth, prec, bs, t, auc in [
+            ("harness", "32", 128, 4.0, 0.90),
+            ("raw", "32", 128, 2.0, 0.91),
+            ("harness", "32", 512, 1.5, 0.87),
+            ("raw", "32", 512, 1.0, 0.86),
+        ]
+    ]
+    summary = speed.summarise(pd.DataFrame(rows)).set_index(["method", "batch_size"])
+    assert summary.loc[("harness", 512), "harness_over_raw"] == pytest.approx(1.5)
+    assert summary.loc[("harness", 128), "harness_over_raw"] == pytest.approx(2.0)
+    assert summary.loc[("harness", 512), "val_auc_vs_fp32"] == pytest.approx(-0.03)
+    assert summary.loc[("raw", 512), "val_auc_vs_fp32"] == pytest.approx(-0.05)
+    assert pd.isna(summary.loc[("harness", 128), "val_auc_vs_fp32"])  # the baseline itself
+    # a table measured before batch scaling: every row at the base batch
+    old = pd.DataFrame([{k: v for k, v in r.items() if k != "batch_size"} for r in rows[:2]])
+    assert list(speed.summarise(old).batch_size) == [128, 128]
+
+
+def test_every_bench_speed_command_in_the_makefile_parses():
+    import shlex
+
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    commands = [
+        line.split("bench_speed.py", 1)[1] for line in text.splitlines() if "bench_speed.py" in line
+    ]
+    assert len(commands) >= 5
+    for args in commands:
+        speed = _speed().parse(shlex.split(args.replace("$(BIN)", "")))
+        assert speed.models, args
 
 
 def test_a_training_rate_that_counted_warmup_is_capped_by_the_steady_epoch():

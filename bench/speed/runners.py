@@ -29,6 +29,7 @@ MODELS = {
     "bccnn": ("bccnn", []),
     "resnet18_ss": ("paper_resnet18", []),
     "resnet50_ss": ("paper_resnet50", []),
+    "resnet50": ("resnet50", []),  # timm's ImageNet stem: the CPU table's ResNet-50
     "mobilenetv2": ("mobilenet", []),
 }
 # precision key -> (Lightning precision, channels_last, torch.compile mode or None)
