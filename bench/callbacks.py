@@ -6,6 +6,16 @@ import lightning as L
 import torch
 
 
+def fit_validation_score(trainer: L.Trainer, monitor: str) -> float | None:
+    """The monitored value of a training epoch's validation; None during the sanity check,
+    outside ``fit`` (validate/test) or when the metric was not logged."""
+    if trainer.sanity_checking or trainer.state.fn != "fit":
+        return None
+    value = trainer.callback_metrics.get(monitor)
+    # the task computed its metrics on the host in one read: float() adds no device sync
+    return None if value is None else float(value)
+
+
 class EpochSeed(L.Callback):
     """Reseed torch at each epoch start from (seed, epoch).
 

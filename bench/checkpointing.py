@@ -23,6 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from bench.callbacks import fit_validation_score
 from bench.io import atomic_save
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,9 @@ class BestAndResume(L.Callback):
             self.best_state[k].copy_(v.detach(), non_blocking=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        score = fit_validation_score(trainer, self.monitor)
+        if score is None:
             return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        score = float(value)  # already a host float: the task computed its metrics in one read
         if self._improved(score):
             self.best_score, self.best_epoch = score, trainer.current_epoch
             self._copy_best(pl_module.model)

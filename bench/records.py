@@ -27,7 +27,7 @@ import platform
 import re
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -471,3 +471,14 @@ class RunStore:
             except (OSError, ValueError, TypeError) as e:
                 problems.append(f"{path}: {type(e).__name__}: {e}")
         return records, problems
+
+
+def load_runs(
+    run_dirs: Iterable[str | Path] = (), runs_dir: str | Path | None = None
+) -> list[RunRecord]:
+    """The records of the run folders ``run_dirs`` and of every run in the store ``runs_dir``
+    (what an evaluation tool's ``--run-dir`` and ``--runs-dir`` name)."""
+    records = [load_record(d) for d in run_dirs]
+    if runs_dir:
+        records += RunStore(runs_dir).iter_records()[0]
+    return records

@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import yaml
 
+from bench.callbacks import fit_validation_score
 from bench.errors import ConfigError
 
 log = logging.getLogger("bench.search")
@@ -125,13 +126,11 @@ class OptunaPruning(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import optuna
 
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
-        value = trainer.callback_metrics.get(self.monitor)
+        value = fit_validation_score(trainer, self.monitor)
         if value is None:
             return
         epoch = trainer.current_epoch
-        self.trial.report(float(value), step=epoch)
+        self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             self.study._storage.set_trial_user_attr(self.trial_id, PRUNED_ATTR, epoch)
             raise optuna.TrialPruned(f"pruned at epoch {epoch}: val score {float(value):.4f}")

@@ -259,12 +259,9 @@ def _local_weights(tmp_path):
     return path
 
 
-@pytest.mark.slow
-@needs_pneumonia()
-@pytest.mark.parametrize("probe", ["linear", "knn"])
-def test_probes_train_from_a_local_weights_file_and_beat_chance(make_cfg, tmp_path, probe):
-    weights = _local_weights(tmp_path)
-    cfg = make_cfg(
+def _pneumonia_probe_cfg(make_cfg, probe: str, weights):
+    """A ResNet-18 probe of kind ``probe`` from ``weights`` on 1,200 real PneumoniaMNIST images."""
+    return make_cfg(
         [
             f"experiment={probe}_probe",
             "data=pneumoniamnist",
@@ -276,6 +273,14 @@ def test_probes_train_from_a_local_weights_file_and_beat_chance(make_cfg, tmp_pa
             "logger=none",
         ]
     )
+
+
+@pytest.mark.slow
+@needs_pneumonia()
+@pytest.mark.parametrize("probe", ["linear", "knn"])
+def test_probes_train_from_a_local_weights_file_and_beat_chance(make_cfg, tmp_path, probe):
+    weights = _local_weights(tmp_path)
+    cfg = _pneumonia_probe_cfg(make_cfg, probe, weights)
     outcome = train(cfg)
     assert outcome.status == "done", outcome.error
     rec = load_record(outcome.record_path)
@@ -286,18 +291,7 @@ def test_probes_train_from_a_local_weights_file_and_beat_chance(make_cfg, tmp_pa
     assert len(cached) == 1  # extracted once; a second probe reads them back
     shutil.rmtree(RunStore(cfg.paths.runs_dir).root)
     other = "knn" if probe == "linear" else "linear"
-    cfg2 = make_cfg(
-        [
-            f"experiment={other}_probe",
-            "data=pneumoniamnist",
-            f"data.root={PNEUMONIA.parent}",
-            "data.download=false",
-            "data.limit=1200",
-            "model=resnet18",
-            f"model.weights={weights}",
-            "logger=none",
-        ]
-    )
+    cfg2 = _pneumonia_probe_cfg(make_cfg, other, weights)
     assert train(cfg2).status == "done"
     assert len(list((tmp_path / "data" / "features").glob("resnet18-*.npz"))) == 1
 

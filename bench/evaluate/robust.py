@@ -28,7 +28,7 @@ from bench.cli import add_device_option, exit_code_of, resolve_device
 from bench.errors import ConfigError
 from bench.evaluate.corruptions import NOT_IMPLEMENTED, corrupt, corruptions_for, family_of
 from bench.metrics import classification_metrics
-from bench.records import RunRecord, RunStore, load_record
+from bench.records import RunRecord, RunStore, load_runs
 
 log = logging.getLogger("bench.robust")
 METRICS = ("acc", "auc", "balanced_acc")
@@ -203,12 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         if any(s not in range(0, 6) for s in args.severities):
             raise ConfigError("--severities are 0 (clean) to 5")
-        records: list[RunRecord] = [load_record(Path(d)) for d in args.run_dir]
-        if args.runs_dir:
-            records += [r for r in RunStore(args.runs_dir).iter_records()[0]]
         records = [
             r
-            for r in records
+            for r in load_runs(args.run_dir, args.runs_dir)
             if r.done
             and r.kind == "classification"
             and (r.spec or {}).get("spatial_dims") == 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from bench.evaluate.calibration import confidence_and_correct
 from bench.evaluate.robust import load_run_model
 from bench.evaluate.selective import aurc
 from bench.metrics import classification_metrics, hard_predictions
-from bench.records import RunRecord, RunStore, load_record
+from bench.records import RunRecord, RunStore, load_runs
 
 
 def has_dropout(model: torch.nn.Module) -> bool:
@@ -99,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         device = resolve_device(args.device)
-        records = [load_record(Path(d)) for d in args.run_dir]
-        if args.runs_dir:
-            records += RunStore(args.runs_dir).iter_records()[0]
-        records = [r for r in records if r.done and r.kind == "classification"]
+        records = [
+            r
+            for r in load_runs(args.run_dir, args.runs_dir)
+            if r.done and r.kind == "classification"
+        ]
         if not records:
             raise ConfigError("no finished classification runs to evaluate")
         for r in records:
