@@ -98,15 +98,15 @@ _OFF = {
 }
 
 
+_MISSING = object()
+
+
 def _get(d: dict, path: tuple):
     for p in path:
         if not isinstance(d, dict) or p not in d:
             return _MISSING
         d = d[p]
     return d
-
-
-_MISSING = object()
 
 
 def _drop_nulls(d):

@@ -22,7 +22,6 @@ class ThroughputTimer(L.Callback):
     """
 
     def __init__(self) -> None:
-        self.samples = 0
         self.epoch_seconds: dict[int, float] = {}  # epoch index -> wall seconds
         self._intervals: list[tuple] = []  # (start, end) perf_counter floats or CUDA events
         self._open = None
@@ -68,9 +67,7 @@ class ThroughputTimer(L.Callback):
         self._open = self._mark(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = int(batch[0].shape[0])
-        self.samples += n
-        self._epoch_samples += n
+        self._epoch_samples += int(batch[0].shape[0])
 
     def _stop(self, pl_module) -> None:
         if self._open is not None:
@@ -102,10 +99,6 @@ class ThroughputTimer(L.Callback):
                 end.synchronize()
                 out.append((start.elapsed_time(end) / 1000, n))
         return out
-
-    @property
-    def seconds(self) -> float:
-        return sum(s for s, _ in self._interval_seconds())
 
     # inference throughput: the test loop alone (not the restore of weights before it)
     def on_test_epoch_start(self, trainer, pl_module) -> None:

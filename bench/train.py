@@ -189,9 +189,10 @@ def train(cfg: DictConfig) -> JobOutcome:
         return JobOutcome("worker", run_id)
 
     previous = store.read(run_id)
+    done_elsewhere = None  # the same configuration and seed, finished under another run id
     if previous is None and not cfg.get("force"):
-        done, resumable = store.find_same(cfg_dict)
-        if resumable is not None and done is None:  # continue it where it stopped
+        done_elsewhere, resumable = store.find_same(cfg_dict)  # one scan of the store per run
+        if resumable is not None and done_elsewhere is None:  # continue it where it stopped
             log.info(
                 "resuming %s: the same configuration, stored under an older run id",
                 resumable.run_id,
@@ -205,7 +206,7 @@ def train(cfg: DictConfig) -> JobOutcome:
             report_job(outcome)
             return outcome
         previous = store.read(run_id)
-        same = None if previous or cfg.get("force") else store.find_same(cfg_dict)[0]
+        same = None if previous or cfg.get("force") else done_elsewhere
         if same is not None or (previous and previous.done and not cfg.get("force")):
             done = same or previous
             log.info("skip %s: already done as %s (+force=true to rerun)", run_id, done.run_id)

@@ -328,3 +328,19 @@ def test_an_interrupted_run_under_an_older_run_id_is_resumed_not_restarted(make_
     again = run(cfg)
     assert again.run_id == old.name and again.status == "done"
     assert again.resumed_from.endswith("last.ckpt") and again.attempt == 2
+
+
+def test_a_run_finished_under_an_older_run_id_is_skipped_not_retrained(make_cfg):
+    import shutil
+
+    cfg = make_cfg(["model=bccnn", *FAST, "trainer.max_epochs=1"])
+    first = run(cfg)
+    store = RunStore(cfg.paths.runs_dir)
+    old = store.run_dir("synthetic_28_bccnn-s0-olderid000")  # as if the run-id rules changed
+    shutil.move(first.dir, old)
+    rec = load_record(old)
+    rec.run_id = old.name
+    store.write(rec)
+    again = run(cfg)
+    assert again.outcome == "skipped" and again.run_id == old.name
+    assert [r.run_id for r in store.iter_records()[0]] == [old.name]  # nothing trained again
