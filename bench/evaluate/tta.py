@@ -63,25 +63,22 @@ def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from bench.explain import best_checkpoint, load_run
+    from bench.evaluate.robust import load_run_model
+    from bench.explain import load_run
     from bench.job.persist import persist_outputs
-    from bench.models.transfer import read_state_dict
     from bench.records import RunStore, compute_config_id, compute_run_id, now_iso
-    from bench.spec import DataSpec
     from bench.tasks import build_task
 
     base = load_run(Path(run_dir))
     if mode not in TTA_MODES or mode == "none":
         raise ConfigError(f"--tta {mode!r}: choose identity or flips")
+    dm, model = load_run_model(base)  # the best weights, on the CPU; Lightning moves them
     cfg = OmegaConf.create(base.config)
-    spec = DataSpec.from_dict(base.spec)
-    model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
-    model.load_state_dict(read_state_dict(best_checkpoint(base.dir)))
+    spec = dm.spec
     task_cfg = instantiate(cfg.task, _convert_="all")
     task_cfg["class_weights"] = None
     task = build_task(model, spec, tta=mode, **task_cfg)
     task.keep_predictions = True
-    dm = instantiate(cfg.data)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else device,
         devices=1,
