@@ -24,6 +24,7 @@ from torch import nn
 
 from bench.cli import exit_code_of
 from bench.errors import ConfigError
+from bench.evaluate.robust import load_run_model, predict
 
 TOLERANCE = 1e-4
 
@@ -56,7 +57,6 @@ class Deployable(nn.Module):
 
 
 def build_deployable(record, device: str = "cpu") -> tuple[Deployable, object]:
-    from bench.evaluate.robust import load_run_model
 
     dm, model = load_run_model(record, device)
     base = dm.base_spec()
@@ -89,10 +89,9 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     x_all = _test_inputs(dm)
     example = torch.as_tensor(x_all[:2])
-    with torch.no_grad():
-        reference = torch.cat(
-            [model(torch.as_tensor(x_all[i : i + 256])) for i in range(0, len(x_all), 256)]
-        ).numpy()
+    # the reference is the run's own evaluation path (the datamodule's preprocessing), so the
+    # check also covers the preprocessing that Deployable carries into the exported model
+    reference = predict(model.model, dm, x_all, "cpu", batch=256)
     if fmt == "onnx":
         import onnxruntime as ort
 
