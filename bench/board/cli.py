@@ -122,8 +122,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.dataset:
         records = [r for r in records if r.dataset in args.dataset]
     for cond in args.where:
-        key, _, want = cond.partition("=")
-        if not key or not _:
+        key, sep, want = cond.partition("=")
+        if not key or not sep:
             raise ConfigError(f"--where {cond!r}: write key=value, e.g. data.cv.folds=5")
         records = [r for r in records if str(flatten(canonical(r.config)).get(key)) == want]
     for line in problems:
