@@ -117,6 +117,8 @@ class OptunaSweeper(Sweeper):
             results = self.launcher.launch(overrides, initial_job_idx=job_idx)
             job_idx += len(results)
             for trial, ret in zip(trials, results, strict=True):
+                # from the storage: Trial.user_attrs is the ask-time snapshot (Optuna 5) and
+                # would miss the pruned mark the job's process wrote
                 frozen = study._storage.get_trial(trial._trial_id)
                 value = None
                 try:
