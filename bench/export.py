@@ -24,7 +24,7 @@ from torch import nn
 
 from bench.cli import exit_code_of
 from bench.errors import ConfigError
-from bench.evaluate.robust import load_run_model, predict
+from bench.evaluate.robust import load_run_model, predict, test_arrays
 
 TOLERANCE = 1e-4
 
@@ -70,14 +70,6 @@ def build_deployable(record, device: str = "cpu") -> tuple[Deployable, object]:
     return wrapped.eval(), dm
 
 
-def _test_inputs(dm) -> np.ndarray:
-    ds = dm.splits["test"]
-    images = (
-        ds.images.cpu().numpy() if isinstance(ds.images, torch.Tensor) else np.asarray(ds.images)
-    )
-    return images.astype(np.float32)
-
-
 def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
     from bench.explain import load_run
 
@@ -87,7 +79,7 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
     model, dm = build_deployable(record)
     out = Path(out or Path(run_dir) / "export")
     out.mkdir(parents=True, exist_ok=True)
-    x_all = _test_inputs(dm)
+    x_all = test_arrays(dm)[0].astype(np.float32)
     example = torch.as_tensor(x_all[:2])
     # the reference is the run's own evaluation path (the datamodule's preprocessing), so the
     # check also covers the preprocessing that Deployable carries into the exported model

@@ -52,6 +52,14 @@ def load_run_model(record: RunRecord, device: str = "cpu"):
     return dm, model.to(device).eval()
 
 
+def test_arrays(dm) -> tuple[np.ndarray, np.ndarray]:
+    """(images, targets) of a set-up datamodule's test split as host arrays."""
+    ds = dm.splits["test"]
+    return tuple(
+        np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a) for a in (ds.images, ds.targets)
+    )
+
+
 def predict(model, dm, images: np.ndarray, device: str, batch: int = 512) -> np.ndarray:
     """Probabilities for uint8 images (N, C, ...) through the run's own preprocessing."""
     from bench.metrics import scores_from_logits
@@ -91,9 +99,7 @@ def evaluate_run(
             "covers the 2D MedMNIST datasets"
         ) from None
     dm, model = load_run_model(record, device)
-    ds = dm.splits["test"]
-    images = np.asarray(ds.images.cpu() if isinstance(ds.images, torch.Tensor) else ds.images)
-    y = np.asarray(ds.targets.cpu() if isinstance(ds.targets, torch.Tensor) else ds.targets)
+    images, y = test_arrays(dm)
     task = dm.spec.task
     clean = _metrics(y, predict(model, dm, images, device), task)
     out: dict = {"clean": clean, "corruptions": {}, "be": {}, "rbe": {}, "families": {}}

@@ -20,7 +20,7 @@ import torch
 from bench.cli import add_device_option, exit_code_of, resolve_device
 from bench.errors import ConfigError
 from bench.evaluate.calibration import confidence_and_correct
-from bench.evaluate.robust import load_run_model
+from bench.evaluate.robust import load_run_model, predict, test_arrays
 from bench.evaluate.selective import aurc
 from bench.metrics import classification_metrics, hard_predictions
 from bench.records import RunRecord, RunStore, load_runs
@@ -45,25 +45,11 @@ def mc_dropout(record: RunRecord, samples: int = 20, device: str = "cpu", seed: 
     dm, model = load_run_model(record, device)
     if not has_dropout(model):
         raise ConfigError(f"{record.run_id}: {record.model} has no dropout layer (p > 0)")
-    ds = dm.splits["test"]
-    y = np.asarray(ds.targets.cpu() if isinstance(ds.targets, torch.Tensor) else ds.targets)
+    images, y = test_arrays(dm)
     task = dm.spec.task
     torch.manual_seed(seed)
     _dropout_on(model)
-    draws = []
-    with torch.no_grad():
-        for _ in range(samples):
-            out = []
-            for start in range(0, len(ds), 512):
-                x, yy, _ = ds[torch.arange(start, min(start + 512, len(ds)))]
-                x, _ = dm.preprocess(x.to(device), yy.to(device))
-                logits = model(x).float()
-                out.append(
-                    (
-                        torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, 1)
-                    ).cpu()
-                )
-            draws.append(torch.cat(out).numpy())
+    draws = [predict(model, dm, images, device) for _ in range(samples)]  # dropout stays on
     model.eval()
     p = np.stack(draws)  # (T, N, C)
     mean = p.mean(0)
