@@ -8,6 +8,7 @@ imports nothing heavy (no torch, no Lightning) until a run actually starts.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -158,9 +159,34 @@ def _exit_code(outcome: dict | None) -> int:
         )
         return min(int(outcome.get("failed", 0)), 125)
     if outcome.get("status") == "failed":
-        print(f"error: run {outcome['run_id']} failed: {outcome.get('error')}", file=sys.stderr)
-        return 1
+        if outcome.get("record_path") is None:  # stopped before the run started
+            print(f"error: {outcome.get('error')}", file=sys.stderr)
+        else:
+            print(f"error: run {outcome['run_id']} failed: {outcome.get('error')}", file=sys.stderr)
+        return int(outcome.get("exit_code") or 1)
     return 0
+
+
+def composition_error(e: BaseException) -> ConfigError | None:
+    """Hydra's multi-line composition errors (``model.widht=3``: a key the config lacks) as one
+    :class:`ConfigError` line that names the key and the fix; None for other errors."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    if not isinstance(e, (ConfigCompositionException, MissingConfigException)):
+        return None
+    text = " ".join(str(e).split())
+    key = re.search(r"Could not override '([^']+)'", text)
+    if key:
+        k = key.group(1)
+        return ConfigError(
+            f"{k} is not a key of the composed config (a typo, or an option of another "
+            f"model/data/trainer); check the spelling with `bench-train --cfg job`, or add a "
+            f"new key with +{k}=..."
+        )
+    key = re.search(r"Could not (?:append|delete)[^']*'([^']+)'", text)
+    if key:
+        return ConfigError(f"{key.group(1)}: {text.split('.')[0]}; check `bench-train --cfg job`")
+    return ConfigError(f"{text[:300]}; check the overrides (`bench-train --cfg job`)")
 
 
 def train_cli() -> None:
@@ -172,8 +198,8 @@ def train_cli() -> None:
     verbose = any(a in ("-v", "--verbose") for a in argv)
     sys.argv = [sys.argv[0], *[a for a in argv if a not in ("-v", "--verbose")]]
     full = verbose or os.environ.get("HYDRA_FULL_ERROR") == "1"
-    if verbose:
-        os.environ["HYDRA_FULL_ERROR"] = "1"
+    # Hydra re-raises instead of printing its own multi-line text: the errors below are ours
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     fd, outcome_file = tempfile.mkstemp(prefix="medbench-outcome-", suffix=".json")
     os.close(fd)
     os.environ["MEDBENCH_OUTCOME_FILE"] = outcome_file
@@ -188,6 +214,17 @@ def train_cli() -> None:
                 raise
             print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(e.exit_code)
+        except Exception as e:
+            mistake = composition_error(e)
+            if full or mistake is None:
+                if not full:  # a crash of ours: one line, the traceback with -v
+                    print(
+                        f"error: {one_line(e)} (rerun with -v for the traceback)", file=sys.stderr
+                    )
+                    sys.exit(1)
+                raise
+            print(f"error: {one_line(mistake)}", file=sys.stderr)
+            sys.exit(mistake.exit_code)
         from bench.sweep import read_outcome
 
         code = _exit_code(read_outcome(outcome_file))

@@ -57,6 +57,10 @@ class NonFiniteLossError(BenchError):
     """The training loss became NaN or infinite."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM (a scheduler's time limit, ``kill``); the run stops resumable."""
+
+
 def one_line(exc: BaseException) -> str:
     """Render an exception as ``TypeName: first line of message``."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

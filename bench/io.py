@@ -12,6 +12,13 @@ from typing import IO
 from bench.errors import OutputPathError, RecordWriteError
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temp file beside ``path``; on success fsync and rename it over ``path``.
@@ -34,6 +41,9 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
             "folder (paths.runs_dir / paths.output_dir)"
         ) from None
     try:
+        # mkstemp makes the file owner-only (0600); a finished output follows the umask like any
+        # other file, so teammates on a shared cluster can read the store and the report
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -23,6 +23,8 @@ and pooled over the whole split (``dice_pooled``), per foreground class and aver
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torchmetrics.functional.classification as C
@@ -78,11 +80,16 @@ def classification_metric_tensors(
     y_true = _as_tensor(y_true)
     y_score = _as_tensor(y_score).float()
     eps = 1e-12
+    nan = torch.tensor(torch.nan, device=y_score.device)
     if task == "multi-label":
         t = y_true.reshape(y_score.shape).long().to(y_score.device)
         L = y_score.shape[1]
+        # a label that is all 0 or all 1 in the split has no ROC curve: left out of the mean
+        both = (t.sum(0) > 0) & (t.sum(0) < t.shape[0])
         fns = {
-            "auc": lambda: C.multilabel_auroc(y_score, t, L, average="macro"),
+            "auc": lambda: torch.where(
+                both, C.multilabel_auroc(y_score, t, L, average="none"), nan
+            ).nanmean(),
             "acc": lambda: C.multilabel_accuracy(y_score, t, L, threshold=0.5, average="macro"),
             "f1": lambda: C.multilabel_f1_score(y_score, t, L, average="macro"),
             "precision": lambda: C.multilabel_precision(y_score, t, L, average="macro"),
@@ -95,9 +102,11 @@ def classification_metric_tensors(
                 ).mean()
                 / 2
             ),
-            "mcc": lambda: torch.stack(
-                [C.binary_matthews_corrcoef(y_score[:, i], t[:, i]) for i in range(L)]
-            ).mean(),
+            "mcc": lambda: torch.where(
+                both,
+                torch.stack([C.binary_matthews_corrcoef(y_score[:, i], t[:, i]) for i in range(L)]),
+                nan,
+            ).nanmean(),
             "ece": lambda: torch.stack(
                 [
                     C.binary_calibration_error(y_score[:, i].contiguous(), t[:, i], n_bins=15)
@@ -117,11 +126,19 @@ def classification_metric_tensors(
         K = y_score.shape[1]
         binary = task == "binary-class"
         preds = hard_predictions(y_score, task)
+        # AUC and MCC need two classes among the true labels; a class absent from the split
+        # has no one-vs-rest curve and is left out of the macro mean (it is not scored as 0)
+        present = torch.bincount(t, minlength=K)[:K] > 0
+        defined = present.sum() >= 2
         fns = {
-            "auc": lambda: (
+            "auc": lambda: torch.where(
+                defined,
                 C.binary_auroc(y_score[:, -1], t)
                 if binary
-                else C.multiclass_auroc(y_score, t, K, average="macro")
+                else torch.where(
+                    present, C.multiclass_auroc(y_score, t, K, average="none"), nan
+                ).nanmean(),
+                nan,
             ),
             "acc": lambda: (preds == t).float().mean(),
             "f1": lambda: C.multiclass_f1_score(preds, t, K, average="macro"),
@@ -129,7 +146,7 @@ def classification_metric_tensors(
             "recall": lambda: C.multiclass_recall(preds, t, K, average="macro"),
             "specificity": lambda: C.multiclass_specificity(preds, t, K, average="macro"),
             "balanced_acc": lambda: C.multiclass_recall(preds, t, K, average="macro"),
-            "mcc": lambda: C.multiclass_matthews_corrcoef(preds, t, K),
+            "mcc": lambda: torch.where(defined, C.multiclass_matthews_corrcoef(preds, t, K), nan),
             "ece": lambda: C.multiclass_calibration_error(y_score, t, K, n_bins=15),
             "brier": lambda: (
                 ((y_score[:, -1] - t.float()) ** 2).mean()
@@ -138,7 +155,10 @@ def classification_metric_tensors(
             ),
             "nll": lambda: -torch.log(y_score.gather(1, t[:, None]).clamp_min(eps)).mean(),
         }
-    return {name: fns[name]().float() for name in metrics}
+    with warnings.catch_warnings():
+        # a class absent from the split: its terms are masked out above (NaN, never 0)
+        warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
+        return {name: fns[name]().float() for name in metrics}
 
 
 def classification_metrics(

@@ -154,8 +154,11 @@ def _digest(payload: dict, n: int = 10) -> str:
 
 
 def dataset_label(cfg: dict) -> str:
+    """``<flag or name>[_<size>]``; a user's folder or file without a name is labelled by the
+    folder's or file's own name, never by the bare word ``data``."""
     data = cfg.get("data", {})
-    name = data.get("flag") or data.get("name") or "data"
+    source = data.get("path") or data.get("root")
+    name = data.get("flag") or data.get("name") or (Path(str(source)).stem if source else "data")
     size = data.get("size")
     return f"{name}_{size}" if size else str(name)
 
@@ -322,6 +325,9 @@ class RunRecord:
     evaluations: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     traceback: str | None = None
+    # what a reader must know about the numbers (an undefined metric stored as NaN, a split
+    # without some class): one sentence each, shown by the leaderboard and the report
+    notes: list[str] = field(default_factory=list)
     created_at: str | None = None
     finished_at: str | None = None
     sweep_group: str | None = None

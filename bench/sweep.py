@@ -41,6 +41,8 @@ class JobOutcome:
     wall_s: float = 0.0
     error: str | None = None
     record_path: str | None = None
+    # a failed single run: 2 for a user mistake (BenchError), 1 for anything else
+    exit_code: int | None = None
 
 
 @dataclass
@@ -118,6 +120,11 @@ def current_job() -> tuple[int, int, Path, int] | None:
     except (OSError, ValueError):
         total = 0
     return int(hc.job.num), total, state, jobs_at_once(hc.launcher)
+
+
+def in_sweep() -> bool:
+    """True inside a multirun job (its console lines go to the sweep's log)."""
+    return current_job() is not None
 
 
 def format_duration(seconds: float) -> str:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import time
 import traceback
+import zipfile
 from pathlib import Path
 
 import hydra
@@ -24,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench.console import install_noise_filters, print_run_summary
-from bench.errors import BenchError, one_line
+from bench.errors import BenchError, Terminated, one_line
 from bench.paths import conf_dir
 from bench.records import (
     Cost,
@@ -36,7 +37,7 @@ from bench.records import (
     dataset_label,
     now_iso,
 )
-from bench.sweep import JobOutcome, report_job
+from bench.sweep import JobOutcome, in_sweep, report_job
 
 log = logging.getLogger("bench.train")
 
@@ -80,10 +81,29 @@ def prepare_run_dir(run_dir: Path, force: bool) -> str | None:
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if not force and last.exists():
-        return str(last)
+        if readable_checkpoint(last):
+            return str(last)
+        aside = last.with_name(f"last.ckpt.corrupt-{int(time.time())}")
+        last.rename(aside)
+        log.warning(
+            "resume checkpoint %s is corrupt (truncated?); set aside as %s, the run restarts "
+            "from epoch 0",
+            last,
+            aside.name,
+        )
+        return None
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     return None
+
+
+def readable_checkpoint(path: Path) -> bool:
+    """A torch checkpoint is a zip archive: truncation breaks its directory or a CRC."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 def finish_checkpoints(run_dir: Path, keep: str) -> None:
@@ -131,7 +151,9 @@ def new_record(cfg: DictConfig, cfg_dict: dict, run_id: str, overrides: list[str
     )
 
 
-def run_job(cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | None) -> None:
+def run_job(
+    cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | None, datamodule=None
+) -> None:
     """Build, fit, evaluate and persist; fill ``record`` with what was measured."""
     from bench.costs import gmacs, param_counts
     from bench.job.build import build_job
@@ -148,7 +170,7 @@ def run_job(cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | Non
         persist_outputs(run_dir, DataSpec.from_dict(record.spec), outputs, record)
         return
     context, _ = run_context(record.run_id)
-    job = build_job(cfg, run_dir, context)
+    job = build_job(cfg, run_dir, context, datamodule)
     try:
         record.spec = job.spec.to_dict()
         record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
@@ -160,6 +182,7 @@ def run_job(cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | Non
             gmacs=gmacs(job.model, job.spec),
             input_size=list(job.spec.input_size),
         )
+        record.notes = list(job.datamodule.notes)
         outcome = execute(job, resume)
         record.val, record.test, record.test_last = outcome.val, outcome.test, outcome.test_last
         record.best_epoch, record.epochs_run = outcome.best_epoch, outcome.epochs_run
@@ -174,18 +197,52 @@ def run_job(cfg: DictConfig, record: RunRecord, run_dir: Path, resume: str | Non
         finish_trackers(job.loggers)
 
 
+def preflight(cfg: DictConfig, cfg_dict: dict):
+    """Checks before a run is claimed, and the data's fingerprint put into ``cfg_dict`` (so the
+    run id follows the bytes read). Returns the datamodule; raises BenchError."""
+    from bench.job.instantiate import instantiate_group
+    from bench.job.preflight import check_runs_dir, check_trainable
+
+    check_trainable(cfg)
+    check_runs_dir(cfg.paths.runs_dir)
+    datamodule = instantiate_group(cfg.data, "data")
+    fingerprint = datamodule.fingerprint()
+    if fingerprint:
+        cfg_dict["data"]["fingerprint"] = fingerprint
+    return datamodule
+
+
+def _not_started(cfg_dict: dict, error: BenchError) -> JobOutcome:
+    """A user mistake found before the run was claimed: nothing ran, no record is written."""
+    run_id = compute_run_id(cfg_dict)
+    outcome = JobOutcome(
+        "failed", run_id, error=one_line(error), exit_code=getattr(error, "exit_code", 2)
+    )
+    if in_sweep():
+        log.error("run %s not started: %s", run_id, outcome.error)
+    report_job(outcome)
+    return outcome
+
+
 def train(cfg: DictConfig) -> JobOutcome:
     """Run one configured job end to end (never raises for a failed run); returns its outcome."""
     start = time.perf_counter()
     install_noise_filters()
     set_threads(cfg)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        datamodule = preflight(cfg, cfg_dict)
+    except Exception as e:
+        cause = root_cause(e)
+        if not isinstance(cause, BenchError):
+            raise
+        return _not_started(cfg_dict, cause)
     run_id = compute_run_id(cfg_dict)
     store = RunStore(cfg.paths.runs_dir)
     run_dir = store.run_dir(run_id)
     if _rank() != 0:  # DDP worker: rank 0 owns the record and the lock
         worker = RunRecord(run_id=run_id, config=cfg_dict)
-        run_job(cfg, worker, run_dir, prepare_run_dir(run_dir, force=False))
+        run_job(cfg, worker, run_dir, prepare_run_dir(run_dir, force=False), datamodule)
         return JobOutcome("worker", run_id)
 
     previous = store.read(run_id)
@@ -223,13 +280,18 @@ def train(cfg: DictConfig) -> JobOutcome:
         store.write(record)
         log.info("run %s -> %s%s", run_id, run_dir, f" (resuming {resume})" if resume else "")
         interrupted = False
+        exit_code = 1
         try:
-            run_job(cfg, record, run_dir, resume)
+            run_job(cfg, record, run_dir, resume, datamodule)
             record.status = "done"
+        except Terminated as e:
+            interrupted = True
+            record.status = "interrupted"
+            record.error = f"{e}; rerun the same command to resume"
         except KeyboardInterrupt:
             interrupted = True
             record.status = "interrupted"
-            record.error = "interrupted by the user (KeyboardInterrupt); rerun to resume"
+            record.error = "interrupted by the user (Ctrl-C); rerun the same command to resume"
         except Exception as e:  # isolate the sweep from any crash inside one job
             cause = root_cause(e)
             if type(cause).__name__ == "TrialPruned":  # an Optuna study stopped this trial
@@ -239,7 +301,9 @@ def train(cfg: DictConfig) -> JobOutcome:
                 record.error = f"out of memory: {one_line(cause)}; lower data.batch_size"
             else:
                 record.status, record.error = "failed", one_line(cause)
-            if record.status == "failed" and not isinstance(cause, BenchError):
+            if isinstance(cause, BenchError):
+                exit_code = cause.exit_code
+            elif record.status == "failed":
                 record.traceback = traceback.format_exc(limit=20)
         finally:
             record.finished_at = now_iso()
@@ -254,9 +318,11 @@ def train(cfg: DictConfig) -> JobOutcome:
             print_run_summary(record, wall)
         elif record.status == "pruned":
             log.info("run %s pruned: %s", run_id, record.error)
-        else:
+        elif in_sweep() or record.status != "failed":  # a single run's CLI prints it once
             log.error("run %s %s: %s", run_id, record.status, record.error)
         outcome = _outcome(record, record.status, wall)
+        if record.status == "failed":
+            outcome.exit_code = exit_code
         report_job(outcome)
     if interrupted:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from bench.data.augment import augment_batch, get_preset
 from bench.data.batching import BatchIndexSampler, TensorBatchDataset
 from bench.data.folds import fold_assignment, indices_digest
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DataFormatError
 from bench.spec import DataSpec
 
 SAMPLERS = ("random", "balanced")
@@ -111,6 +111,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.cv = _check_cv(cv)
         self.cv_info: dict | None = None
         self._raw: dict | None = None
+        self.notes: list[str] = []
         self.splits: dict[str, TensorBatchDataset] | None = None
 
     # -- to implement --------------------------------------------------------------------------
@@ -124,6 +125,11 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def split_groups(self) -> dict[str, np.ndarray] | None:
         """Group (patient) id per sample of each split, where the source knows them."""
+        return None
+
+    def fingerprint(self) -> str | None:
+        """Content hash of the data this module reads (it enters the run id); None when the
+        data is generated from the config alone (synthetic sets)."""
         return None
 
     # -- spec ----------------------------------------------------------------------------------
@@ -161,6 +167,7 @@ class InMemoryDataModule(L.LightningDataModule):
             )
             raw["train"] = (train_x[idx], train_y[idx])
             log.info("using %d of %d training samples (stratified, seed %d)", keep, n, self.seed)
+        self.notes = class_coverage_notes(raw, self.base_spec())
         self._raw = raw
         return raw
 
@@ -317,6 +324,49 @@ class InMemoryDataModule(L.LightningDataModule):
             if seg:
                 y = mask
         return x.contiguous(), y
+
+
+def class_coverage_notes(raw: dict, spec: DataSpec) -> list[str]:
+    """Check which classes each split holds (single-label classification).
+
+    A validation split with fewer than two classes leaves AUC, the selection metric, undefined:
+    that is an error, raised before training. A test split with one class gets NaN AUC/MCC, and
+    a training split without a class the other splits have is warned about; both are returned
+    as notes for the record.
+    """
+    if spec.kind != "classification" or spec.task == "multi-label":
+        return []
+    names = list(spec.label_names) or [str(i) for i in range(spec.num_classes)]
+    present = {
+        split: sorted(set(np.unique(np.asarray(y).reshape(-1)).astype(int).tolist()))
+        for split, (_, y) in raw.items()
+    }
+
+    def label(classes):
+        return ", ".join(repr(names[c]) if c < len(names) else str(c) for c in classes)
+
+    if len(present.get("val", [0, 1])) < 2:
+        raise DataFormatError(
+            f"the val split of {spec.name} holds only class {label(present['val'])} "
+            f"({len(raw['val'][1])} samples): validation AUC, by which the best epoch is "
+            "selected, is undefined; give the val split samples of at least two classes"
+        )
+    notes = []
+    if len(present.get("test", [0, 1])) < 2:
+        notes.append(
+            f"the test split of {spec.name} holds only class {label(present['test'])}: test "
+            "AUC and MCC are undefined and stored as NaN"
+        )
+    others = set(present.get("val", [])) | set(present.get("test", []))
+    missing = sorted(others - set(present.get("train", [])))
+    if missing:
+        notes.append(
+            f"the train split of {spec.name} has no samples of class {label(missing)}, which "
+            "val/test hold: the model cannot learn it"
+        )
+    for note in notes:
+        log.warning("%s", note)
+    return notes
 
 
 def _check_cv(cv: dict | None) -> dict | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.base import InMemoryDataModule
+from bench.data.fingerprint import files_fingerprint
 from bench.data.npz import SPLITS, load_classification_npz
 from bench.errors import ConfigError, CorruptFileError, DataFormatError, DatasetNotFoundError
 from bench.io import atomic_save
@@ -36,6 +37,54 @@ def list_classes(folder: Path) -> dict[str, list[Path]]:
             f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
         )
     return classes
+
+
+INTENSITY_MODES = ("minmax", "dtype")
+
+
+def to_uint8(pixels: np.ndarray, mode: str, path: Path | str = "") -> np.ndarray:
+    """Scale a high-bit-depth image (16-bit, 32-bit integer or float) to 0-255 explicitly.
+
+    ``minmax``: the image's own range maps to 0-255 (for 12-bit data in 16-bit files, the usual
+    X-ray/CT export, this keeps the contrast); ``dtype``: the container's range (0-65535 for
+    16-bit) maps to 0-255, so absolute intensities stay comparable across images. A float image
+    uses 0-1 as its range under ``dtype``. uint8 images are returned as they are.
+    """
+    if pixels.dtype == np.uint8:
+        return pixels
+    x = pixels.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise DataFormatError(f"image {path} has NaN or infinite pixel values; fix the file")
+    if mode == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+    elif np.issubdtype(pixels.dtype, np.integer):
+        info = np.iinfo(pixels.dtype)
+        lo, hi = float(min(info.min, 0)), float(info.max)
+    else:
+        lo, hi = 0.0, 1.0
+    scaled = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def read_image(path: Path, size: int, color: str, intensity: str = "minmax") -> np.ndarray:
+    """One image file as uint8 (size, size) gray or (size, size, 3) RGB.
+
+    8-bit images are converted by PIL; 16-bit and other high-bit-depth images (PIL modes
+    ``I;16``, ``I``, ``F``) are read at their real range and scaled by :func:`to_uint8` (PIL's
+    ``convert("L")`` would clip them at 255).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode.startswith(("I", "F")):
+                pixels = to_uint8(np.asarray(im), intensity, path)
+                im = Image.fromarray(pixels, mode="L")
+            im = im.convert("L" if color == "gray" else "RGB")
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except UnidentifiedImageError as e:
+        raise OSError(str(e)) from None
 
 
 def group_split(
@@ -76,10 +125,16 @@ class ImageFolderDataModule(InMemoryDataModule):
         group_regex: str | None = None,
         name: str | None = None,
         cache_dir: str = "data/folder_cache",
+        intensity: str = "minmax",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
+        if intensity not in INTENSITY_MODES:
+            raise ConfigError(
+                f"data.intensity must be one of {', '.join(INTENSITY_MODES)}, got {intensity!r}"
+            )
+        self.intensity = intensity
         if color not in ("gray", "rgb"):
             raise ConfigError(f"data.color must be gray or rgb, got {color!r}")
         self.size, self.color = int(size), color
@@ -138,14 +193,9 @@ class ImageFolderDataModule(InMemoryDataModule):
 
     # -- loading -------------------------------------------------------------------------------
     def _read(self, path: Path) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
         try:
-            with Image.open(path) as im:
-                im = im.convert("L" if self.color == "gray" else "RGB")
-                im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
-                return np.asarray(im, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
+            return read_image(path, self.size, self.color, self.intensity)
+        except OSError as e:
             raise CorruptFileError(
                 f"cannot read image {path} ({type(e).__name__}); remove or replace the file"
             ) from None
@@ -165,11 +215,18 @@ class ImageFolderDataModule(InMemoryDataModule):
                 self.fractions,
                 self.split_seed,
                 self.group_regex.pattern if self.group_regex else None,
-                2,  # cache layout version: groups stored for every split
+                self.intensity,
+                3,  # cache layout version: high-bit-depth images scaled, not clipped
             ]
         )
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return self.cache_dir / f"{self.name}-{digest}.npz"
+
+    def fingerprint(self) -> str:
+        """Hash of every image's relative path and content (class folders included)."""
+        scans = self._scan()
+        files = [f for scan in scans.values() for fs in scan.values() for f in fs]
+        return files_fingerprint(self.root, files, self.cache_dir / "digests")
 
     def groups_of(self, paths: list[Path]) -> list[str]:
         if self.group_regex is None:
@@ -204,6 +261,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         else:
             for split in SPLITS:
                 items = [(f, index[c]) for c, fs in scans[split].items() for f in fs]
+                if not items:
+                    raise DataFormatError(
+                        f"{self.root / split} holds no images; every split folder needs "
+                        "<class>/ sub-folders with images"
+                    )
                 arrays[f"{split}_images"] = np.stack([self._read(f) for f, _ in items])
                 arrays[f"{split}_labels"] = np.array([lab for _, lab in items])
                 arrays[f"{split}_groups"] = np.array(self.groups_of([f for f, _ in items]))

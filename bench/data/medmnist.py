@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from bench.data.base import InMemoryDataModule
+from bench.data.fingerprint import npz_fingerprint
 from bench.data.npz import load_classification_npz, md5sum
 from bench.errors import ConfigError, DatasetNotFoundError, UnknownOptionError
 from bench.spec import DataSpec, medmnist_task
@@ -141,6 +142,10 @@ class MedMNISTDataModule(InMemoryDataModule):
                 expected,
             )
 
+    def fingerprint(self) -> str:
+        self.prepare_data()
+        return npz_fingerprint(self.path)
+
     def load_splits(self):
         self.prepare_data()
         spec = self.base_spec()
@@ -148,4 +153,19 @@ class MedMNISTDataModule(InMemoryDataModule):
         if self.mmap:  # keyed by size and mtime so a replaced file is re-extracted
             st = self.path.stat()
             mmap_dir = self.root / f".{self.path.stem}-{st.st_size}-{int(st.st_mtime)}.npy"
-        return load_classification_npz(self.path, spec, mmap_dir)
+        return load_classification_npz(self.path, spec, mmap_dir, self._fix_for)
+
+    def _fix_for(self, shape: tuple[int, ...]) -> str:
+        """Which config fits a file whose images have ``shape`` (a wrong or renamed file)."""
+        is3d = self.flag.endswith("3d")
+        file_is3d = len(shape) == 5 or (len(shape) == 4 and shape[-1] not in (1, 3, 4))
+        if file_is3d != is3d:
+            kind = "3D" if file_is3d else "2D"
+            return (
+                f"it is not a {'3D' if is3d else '2D'} MedMNIST file; use a {kind} data config "
+                f"for it (data=folder or a {kind} MedMNIST flag) or replace {self.path.name}"
+            )
+        n = shape[1]
+        if n in valid_sizes(self.flag):
+            return f"name it {npz_filename(self.flag, n)} and set data.size={n}"
+        return f"replace {self.path.name} with the official file (downloaded when online)"

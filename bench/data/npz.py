@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,19 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 def open_npz(path: Path) -> np.lib.npyio.NpzFile:
     """Open an npz archive, turning numpy/zip failures into :class:`CorruptFileError`."""
     try:
-        return np.load(path, allow_pickle=False)
+        npz = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+        # numpy's own text suggests allow_pickle, which would be the wrong fix here
         raise CorruptFileError(
-            f"{path} is not a readable npz archive ({type(e).__name__}: {e}); "
+            f"{path} is not a readable npz archive ({type(e).__name__}); "
             "delete it and download it again or re-export it with numpy.savez"
         ) from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise CorruptFileError(
+            f"{path} holds a single .npy array, not an npz archive; save the splits with "
+            "numpy.savez(path, train_images=..., train_labels=..., val_images=..., ...)"
+        )
+    return npz
 
 
 def read_array(npz: np.lib.npyio.NpzFile, key: str, path: Path, mmap_dir: Path | None = None):
@@ -69,9 +77,15 @@ def check_images(images: np.ndarray, key: str, path: Path, ndim_options: tuple[i
             "convert with (x * 255).round().astype(np.uint8) before saving"
         )
     if images.ndim not in ndim_options:
+        layouts = {3: "(N,H,W)", 4: "(N,H,W,C) or (N,D,H,W)", 5: "(N,D,H,W,C)"}
+        expected = " or ".join(layouts[d] for d in ndim_options)
         raise DataFormatError(
-            f"{path}: {key} has shape {images.shape}; expected {ndim_options} dimensions "
-            "(N,H,W), (N,H,W,C) or (N,D,H,W)"
+            f"{path}: {key} has shape {images.shape} ({images.ndim} dimensions); expected "
+            f"{expected}"
+        )
+    if images.shape[0] == 0:
+        raise DataFormatError(
+            f"{path}: {key} is empty (0 images); every split (train, val, test) needs images"
         )
 
 
@@ -99,12 +113,75 @@ def check_labels(
             f"{path}: {key} has shape {labels.shape}; single-label data needs (N,) or (N,1)"
         )
     labels = labels[:, 0]
+    labels = integral_labels(labels, key, path)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataFormatError(
             f"{path}: {key} has labels in [{labels.min()}, {labels.max()}] but the dataset has "
             f"{num_classes} classes (0..{num_classes - 1}); fix the labels or num_classes"
         )
     return labels.astype(np.int64)
+
+
+def integral_labels(labels: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """Class indices as integers: integral floats (1.0) are accepted, fractions are not
+    (casting 0.3 to 0 would silently relabel the data)."""
+    if labels.dtype.kind in "iub":
+        return labels
+    if labels.dtype.kind != "f":
+        raise DataFormatError(
+            f"{path}: {key} has dtype {labels.dtype}; class labels must be integers 0..K-1"
+        )
+    bad = ~np.isfinite(labels) | (labels != np.round(labels))
+    if bad.any():
+        first = labels[np.flatnonzero(bad)[0]]
+        raise DataFormatError(
+            f"{path}: {key} has {int(bad.sum())} non-integral label(s) (e.g. {first}); class "
+            "labels must be whole numbers 0..K-1 (a score or soft label is not a class)"
+        )
+    return labels.astype(np.int64)
+
+
+def describe_stored(shape: tuple[int, ...]) -> str:
+    """What an image array of shape (N, ...) looks like: '2D images of 64x64', ..."""
+    stored = tuple(shape[1:])
+    if len(stored) == 2:
+        return f"2D images of {stored[0]}x{stored[1]}"
+    if len(stored) == 3 and stored[-1] in (1, 3, 4) and stored[0] == stored[1] != stored[2]:
+        return f"2D images of {stored[0]}x{stored[1]} with {stored[2]} channels"
+    if len(stored) == 3:
+        return f"3D volumes of {'x'.join(map(str, stored))}"
+    if len(stored) == 4:
+        return f"3D volumes of {'x'.join(map(str, stored[:3]))} with {stored[3]} channels"
+    return f"arrays of shape {stored}"
+
+
+def stored_size(shape: tuple[int, ...], spatial_dims: int) -> tuple[int, ...]:
+    """The spatial size of an image array (N,H,W[,C]) or (N,D,H,W[,C]) as stored."""
+    return tuple(shape[1 : 1 + spatial_dims])
+
+
+def check_spatial(
+    images: np.ndarray,
+    key: str,
+    path: Path,
+    expected: tuple[int, ...],
+    spatial_dims: int,
+    fix: str,
+) -> None:
+    """The stored images must have the spatial size and dimensionality the config declares;
+    the error says what the file holds. ``fix`` is how to choose the config that fits."""
+    stored = tuple(images.shape[1:])
+    ok_rank = len(stored) in ((spatial_dims, spatial_dims + 1))
+    if ok_rank and stored_size(images.shape, spatial_dims) == tuple(expected):
+        if spatial_dims == 3 and len(stored) == 4 and stored[-1] not in (1, 3, 4):
+            pass  # falls through to the error: (N,D,H,W,C) with an odd channel count
+        else:
+            return
+    declared = f"{spatial_dims}D, {'x'.join(map(str, expected))}"
+    raise DataFormatError(
+        f"{path}: {key} holds {describe_stored(images.shape)} but the config declares "
+        f"{declared}; {fix}"
+    )
 
 
 def check_masks(
@@ -142,15 +219,31 @@ def to_channels_first(images: np.ndarray, spatial_dims: int) -> np.ndarray:
     return np.moveaxis(images, -1, 1)
 
 
-def load_classification_npz(path: Path, spec: DataSpec, mmap_dir: Path | None = None) -> dict:
-    """Load and validate all splits of a classification npz: ``{split: (images, labels)}``."""
+def load_classification_npz(
+    path: Path,
+    spec: DataSpec,
+    mmap_dir: Path | None = None,
+    fix: Callable[[tuple[int, ...]], str] | None = None,
+) -> dict:
+    """Load and validate all splits of a classification npz: ``{split: (images, labels)}``.
+
+    The images must have the spec's dimensionality and size; ``fix(shape)`` says which config
+    fits a file that does not (default: re-export it at the declared size)."""
     npz = open_npz(path)
-    ndims = (4,) if spec.spatial_dims == 3 else (3, 4)
+    ndims = (4, 5) if spec.spatial_dims == 3 else (3, 4)
     out = {}
     for split in SPLITS:
         images = read_array(npz, f"{split}_images", path, mmap_dir)
         labels = read_array(npz, f"{split}_labels", path)
         check_images(images, f"{split}_images", path, ndims)
+        check_spatial(
+            images,
+            f"{split}_images",
+            path,
+            spec.input_size,
+            spec.spatial_dims,
+            fix(tuple(images.shape)) if fix else "re-export the file at the declared size",
+        )
         labels = check_labels(
             labels,
             images.shape[0],

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.data.base import InMemoryDataModule
+from bench.data.fingerprint import npz_fingerprint
 from bench.data.npz import (
     SPLITS,
     check_images,
@@ -83,6 +84,10 @@ class SegmentationNpzDataModule(InMemoryDataModule):
             tuple(shape[1:3]),
             self.label_names,
         )
+
+    def fingerprint(self) -> str:
+        self._peek()  # a missing file is named before any hashing
+        return npz_fingerprint(self.path)
 
     def load_splits(self):
         return load_segmentation_npz(self.path, self.num_classes, self.mask_key)

@@ -19,6 +19,7 @@ from bench.checkpointing import BestAndResume
 from bench.console import EpochLines, is_terminal
 from bench.data.base import InMemoryDataModule
 from bench.errors import ConfigError
+from bench.job.instantiate import instantiate_group
 from bench.models import BuildInfo, build_info
 from bench.records import flatten, redact
 from bench.spec import DataSpec
@@ -123,11 +124,18 @@ def _callbacks(
     return callbacks, checkpoint, timer, bool(bar)
 
 
-def build_job(cfg: DictConfig, run_dir: Path, context: RunContext) -> Job:
-    """Compose the run's parts; nothing is trained yet."""
+def build_job(
+    cfg: DictConfig,
+    run_dir: Path,
+    context: RunContext,
+    datamodule: InMemoryDataModule | None = None,
+) -> Job:
+    """Compose the run's parts (``datamodule``: the one the pre-run checks built); nothing is
+    trained yet."""
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    if datamodule is None:
+        datamodule = instantiate_group(cfg.data, "data")
     spec = datamodule.spec
     # partial first: Hydra would turn the DataSpec dataclass into a DictConfig
     model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
@@ -153,8 +161,9 @@ def build_job(cfg: DictConfig, run_dir: Path, context: RunContext) -> Job:
     # Lightning warns when an epoch has fewer batches than the logging interval
     n_batches = max(1, math.ceil(datamodule.n_train / max(1, datamodule.batch_size)))
     log_every = max(1, min(int(trainer_cfg.get("log_every_n_steps") or 50), n_batches))
-    trainer = instantiate(
+    trainer = instantiate_group(
         cfg.trainer,
+        "trainer",
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,

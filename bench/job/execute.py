@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench.errors import Terminated
 from bench.job.build import Job
 
 log = logging.getLogger("bench.train")
@@ -48,11 +49,18 @@ def fit(job: Job, resume: str | None) -> float:
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
         if trainer.interrupted:
-            raise KeyboardInterrupt from None
+            raise _interruption(trainer) from None
         raise
     if trainer.interrupted:
-        raise KeyboardInterrupt
+        raise _interruption(trainer)
     return time.perf_counter() - start
+
+
+def _interruption(trainer) -> KeyboardInterrupt:
+    """SIGTERM (a scheduler's limit, ``kill``) and Ctrl-C are told apart in the record."""
+    if getattr(trainer, "received_sigterm", False):
+        return Terminated("terminated by SIGTERM (a scheduler's time limit or kill)")
+    return KeyboardInterrupt()
 
 
 def evaluate(job: Job) -> tuple[dict, dict, dict, dict]:

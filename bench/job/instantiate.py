@@ -1,0 +1,73 @@
+"""Hydra ``instantiate`` for a config group, with a typo turned into a one-line error.
+
+``+trainer.max_epoch=1`` reaches ``Trainer.__init__`` as an unknown keyword; Hydra wraps the
+``TypeError`` in an ``InstantiationException`` whose text is a traceback summary. Here it becomes
+``ConfigError: trainer.max_epoch is not an option of lightning.pytorch.Trainer; did you mean
+max_epochs? ...``. A :class:`~bench.errors.BenchError` raised by the target is passed through.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from bench.errors import BenchError, ConfigError
+
+_UNEXPECTED = re.compile(r"unexpected keyword argument '([^']+)'")
+
+
+def _target_options(target: str) -> list[str]:
+    try:
+        module, _, name = target.rpartition(".")
+        obj = getattr(importlib.import_module(module), name)
+        params = inspect.signature(obj).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+    return [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def instantiate_group(node: Any, group: str, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``; an unknown option names ``group.<key>`` and the valid
+    options, a user mistake inside the target keeps its own one-line error."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, BenchError):
+            if isinstance(cause, TypeError) and _UNEXPECTED.search(str(cause)):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, BenchError):
+            raise cause from None
+        match = _UNEXPECTED.search(str(cause)) if cause is not None else None
+        if match is None:
+            raise
+        raise _unknown_option(group, match.group(1), str(node.get("_target_", "?"))) from None
+
+
+def _unknown_option(group: str, key: str, target: str) -> ConfigError:
+    options = [o for o in _target_options(target) if o != "self"]
+    close = difflib.get_close_matches(key, options, n=3)
+    hint = f"did you mean {' or '.join(f'{group}.{c}' for c in close)}? " if close else ""
+    listed = f" (options: {', '.join(options)})" if len(options) <= 15 else ""
+    return ConfigError(
+        f"{group}.{key} is not an option of {target}; {hint}fix the override{listed}"
+    )
+
+
+def check_group_options(node: Any, group: str, extra: tuple[str, ...] = ()) -> None:
+    """Every key of ``node`` must be a parameter of its ``_target_`` (before anything runs)."""
+    target = str(node.get("_target_") or "")
+    options = _target_options(target) if target else []
+    if not options:
+        return
+    for key in node:
+        if key.startswith("_") or key in options or key in extra:
+            continue
+        raise _unknown_option(group, str(key), target)

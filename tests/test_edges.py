@@ -1,0 +1,273 @@
+"""Off the demo path: every input does the right thing or stops with one named line.
+
+One case per item of the "never silently wrong" list: data identity, undefined metrics, 16-bit
+images, fractional labels, files that contradict their config, configs that cannot train, the
+exit codes and one-line errors of bench-train, unusable run stores and corrupt checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.data.folder import read_image, to_uint8
+from bench.errors import ConfigError, DataFormatError, OutputPathError
+from bench.metrics import classification_metrics
+from bench.records import load_record
+from bench.train import train
+
+from conftest import FAST, run_cli
+from helpers import write_medmnist_npz
+
+FOLDER_FAST = [
+    "data=folder",
+    "model=bccnn",
+    "logger=none",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "data.size=28",
+    "data.batch_size=8",
+]
+
+
+def image_folder(root, classes: dict[str, int], seed: int = 0, size: int = 20):
+    """root/<class>/<i>.png with a class-dependent mean so a model can tell them apart."""
+    rng = np.random.default_rng(seed)
+    for k, (name, n) in enumerate(classes.items()):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = np.clip(rng.normal(60 + 60 * k, 20, (size, size)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(d / f"{name}_{i}.png")
+    return root
+
+
+def outcome_of(make_cfg, overrides):
+    return train(make_cfg(overrides))
+
+
+# -- 1. data identity -------------------------------------------------------------------------
+def test_another_folder_under_the_same_config_words_is_a_new_run(make_cfg, tmp_path):
+    a = image_folder(tmp_path / "A" / "scans", {"benign": 12, "malignant": 12})
+    b = image_folder(tmp_path / "B" / "scans", {"x": 10, "y": 10, "z": 10}, seed=1)
+    first = outcome_of(make_cfg, [*FOLDER_FAST, f"data.root={a}"])
+    second = outcome_of(make_cfg, [*FOLDER_FAST, f"data.root={b}"])
+    assert first.status == "done" and second.status == "done", (first, second)
+    assert first.run_id != second.run_id
+    rec_a, rec_b = load_record(first.record_path), load_record(second.record_path)
+    assert rec_a.spec["num_classes"] == 2 and rec_b.spec["num_classes"] == 3
+    assert rec_a.config_id != rec_b.config_id
+    # labelled by the folder's name, never the bare word "data"
+    assert first.run_id.startswith("scans_28_bccnn") and rec_a.dataset == "scans"
+    assert rec_a.config["data"]["fingerprint"].startswith("sha256:")
+    # the same folder moved elsewhere keeps its identity (root is not part of the id)
+    moved = tmp_path / "moved" / "scans"
+    moved.parent.mkdir()
+    os.rename(a, moved)
+    again = outcome_of(make_cfg, [*FOLDER_FAST, f"data.root={moved}"])
+    assert again.status == "skipped" and again.run_id == first.run_id
+
+
+def test_a_replaced_medmnist_file_is_trained_again(make_cfg, tmp_path):
+    root = tmp_path / "mm"
+    path = write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2, seed=0)
+    args = ["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]]
+    first = outcome_of(make_cfg, args)
+    write_medmnist_npz(path, (28, 28), 2, seed=1)  # a corrected file under the same name
+    second = outcome_of(make_cfg, args)
+    assert first.status == second.status == "done"
+    assert first.run_id != second.run_id
+
+
+# -- 2. undefined metrics -----------------------------------------------------------------------
+def test_one_class_metrics_are_nan_not_numbers():
+    y = np.array([1, 1, 1])
+    scores = np.array([[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
+    m = classification_metrics(y, scores, "binary-class")
+    assert math.isnan(m["auc"]) and math.isnan(m["mcc"])
+    assert m["acc"] == pytest.approx(2 / 3)
+
+
+def test_absent_class_is_left_out_of_macro_auc_not_scored_zero():
+    y = np.array([0, 1, 0, 1])
+    scores = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    m = classification_metrics(y, scores, "multi-class")
+    assert m["auc"] == pytest.approx(1.0)  # classes 0 and 1 separate perfectly; 2 is absent
+
+
+def test_one_class_val_split_stops_before_training(make_cfg, tmp_path):
+    counts = {"train": 20, "val": 4, "test": 6}
+    labels = {"val_labels": np.zeros((4, 1), int)}
+    root = tmp_path / "mm"
+    write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2, counts=counts, **labels)
+    out = outcome_of(make_cfg, ["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]])
+    assert out.status == "failed" and load_record(out.record_path).epochs_run is None
+    assert "val split" in out.error and "undefined" in out.error, out.error
+
+
+def test_one_class_test_split_records_nan_with_a_note(make_cfg, tmp_path):
+    counts = {"train": 20, "val": 6, "test": 4}
+    labels = {"test_labels": np.ones((4, 1), int)}
+    root = tmp_path / "mm"
+    write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2, counts=counts, **labels)
+    out = outcome_of(make_cfg, ["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]])
+    rec = load_record(out.record_path)
+    assert rec.status == "done"
+    assert math.isnan(rec.test["auc"]) and math.isnan(rec.test["mcc"])
+    assert any("test split" in n and "NaN" in n for n in rec.notes), rec.notes
+
+
+# -- 3. 16-bit images ---------------------------------------------------------------------------
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 4095, 32 * 32).reshape(32, 32).astype(np.uint16)  # 12-bit data
+    path = tmp_path / "xray.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    pixels = read_image(path, 32, "gray", "minmax")
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert (pixels == 255).mean() < 0.01  # convert("L") saturated ~94% here
+    container = read_image(path, 32, "gray", "dtype")
+    assert container.max() == round(4095 / 65535 * 255)
+    assert to_uint8(np.array([[0.0, 0.5, 1.0]]), "dtype").tolist() == [[0, 128, 255]]
+
+
+# -- 4. fractional labels -----------------------------------------------------------------------
+def test_fractional_float_labels_are_a_format_error(make_cfg, tmp_path):
+    root = tmp_path / "mm"
+    frac = {f"{s}_labels": np.full((n, 1), 0.3) for s, n in (("train", 40), ("val", 12))}
+    frac["train_labels"][::2] = 0.9
+    write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2, **frac)
+    out = outcome_of(make_cfg, ["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]])
+    assert out.status == "failed"
+    assert "non-integral label" in out.error and "train_labels" in out.error, out.error
+
+
+def test_integral_float_labels_are_accepted(make_cfg, tmp_path):
+    root = tmp_path / "mm"
+    floats = {
+        f"{s}_labels": (np.arange(n) % 2).reshape(n, 1).astype(np.float32)
+        for s, n in (("train", 40), ("val", 12), ("test", 12))
+    }
+    write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2, **floats)
+    out = outcome_of(make_cfg, ["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]])
+    assert out.status == "done", out.error
+
+
+# -- 5. files that contradict their config --------------------------------------------------------
+def test_a_64px_file_under_the_28px_name_names_the_fitting_config(make_cfg, tmp_path):
+    root = tmp_path / "mm"
+    write_medmnist_npz(root / "pneumoniamnist.npz", (64, 64), 2)
+    out = outcome_of(
+        make_cfg, ["data=pneumoniamnist", f"data.root={root}", "model=bccnn", *FAST[:3]]
+    )
+    assert out.status == "failed"
+    assert "64x64" in out.error and "data.size=64" in out.error, out.error
+
+
+def test_2d_rgb_file_under_a_3d_config_is_refused(make_cfg, tmp_path):
+    root = tmp_path / "mm"
+    write_medmnist_npz(root / "adrenalmnist3d.npz", (28, 28, 3), 2)
+    out = outcome_of(
+        make_cfg, ["data=adrenalmnist3d", f"data.root={root}", "model=cnn3d", *FAST[:3]]
+    )
+    assert out.status == "failed"
+    assert "2D images of 28x28 with 3 channels" in out.error, out.error
+
+
+# -- 6. configs that cannot train ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("+trainer.max_steps=0", "trainer.max_steps"),
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches"),
+        ("task.optimizer.lr=-0.1", "task.optimizer.lr"),
+        ("+trainer.max_epoch=3", "trainer.max_epochs"),
+    ],
+)
+def test_configs_that_cannot_train_are_refused_before_the_run(make_cfg, override, key):
+    out = outcome_of(make_cfg, ["data=synthetic", "model=bccnn", *FAST, override])
+    assert out.status == "failed" and out.record_path is None, out
+    assert key in out.error and "ConfigError" in out.error, out.error
+
+
+# -- 10. exit codes and one line -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["model.widht=3"], "model.widht is not a key"),
+        (["trainer.max_epoch=1"], "trainer.max_epoch is not a key"),
+        (["+trainer.max_epoch=1"], "did you mean trainer.max_epochs"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+        (["data=pneumoniamnist", "data.root=nowhere", "data.download=false"], "not found"),
+        (["data=synthetic3d", "model=bccnn"], "ModelDataMismatchError"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(tmp_path, args, needle):
+    proc = run_cli(["bench-train", "logger=none", "model=bccnn", *args], tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.count(needle) == 1
+
+
+# -- 11. run stores, checkpoints, empty splits -----------------------------------------------------
+def test_unusable_runs_dir_is_named(make_cfg, tmp_path):
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    cfg = make_cfg(["data=synthetic", "model=bccnn", *FAST])
+    cfg.paths.runs_dir = str(a_file)
+    out = train(cfg)
+    assert out.status == "failed" and "is a file, not a folder" in out.error
+    cfg.paths.runs_dir = "/proc/medbench/runs"
+    out = train(cfg)
+    assert out.status == "failed" and "OutputPathError" in out.error
+
+
+def test_empty_split_is_named(make_cfg, tmp_path):
+    root = tmp_path / "mm"
+    write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2, counts={"train": 20, "val": 8})
+    np.savez(
+        root / "breastmnist.npz",
+        **dict(np.load(root / "breastmnist.npz")),
+        test_images=np.zeros((0, 28, 28), np.uint8),
+        test_labels=np.zeros((0, 1), int),
+    )
+    out = outcome_of(make_cfg, ["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]])
+    assert out.status == "failed" and "test_images is empty" in out.error, out.error
+
+
+def test_truncated_last_checkpoint_is_set_aside_and_the_run_restarts(make_cfg, tmp_path, caplog):
+    cfg = make_cfg(["data=synthetic", "model=bccnn", *FAST])
+    first = train(cfg)
+    run_dir = load_record(first.record_path).dir
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"PK\x03\x04 truncated")
+    rec = load_record(first.record_path)
+    rec.status = "interrupted"
+    from bench.records import RunStore
+
+    RunStore(cfg.paths.runs_dir).write(rec)
+    again = train(cfg)
+    assert again.status == "done", again.error
+    assert not ckpt.exists() and list(ckpt.parent.glob("last.ckpt.corrupt*"))
+    assert "corrupt" in caplog.text and str(ckpt) in caplog.text
+
+
+# -- 8. outputs follow the umask ------------------------------------------------------------------
+def test_outputs_follow_the_umask(make_cfg):
+    old = os.umask(0o022)
+    try:
+        out = train(make_cfg(["data=synthetic", "model=bccnn", *FAST]))
+    finally:
+        os.umask(old)
+    run_dir = load_record(out.record_path).dir
+    for name in ("record.json", "history.csv", "predictions_test.csv"):
+        mode = stat.S_IMODE((run_dir / name).stat().st_mode)
+        assert mode == 0o644, (name, oct(mode))
