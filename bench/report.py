@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.board import Board, board_from_records  # noqa: E402
+from bench.board import BOOTSTRAP_RESAMPLES, Board, board_from_records  # noqa: E402
 from bench.board.compare import rank_test  # noqa: E402
 from bench.board.frame import default_metric  # noqa: E402
 from bench.evaluate.calibration import confidence_and_correct, reliability_bins  # noqa: E402
@@ -105,6 +105,16 @@ def _labels(g: pd.DataFrame, varying: list[str]) -> list[str]:
     return out
 
 
+def row_labels(board: Board, config_ids: list[str]) -> dict[str, str]:
+    """Plot labels of leaderboard rows, as the table names them (model plus the config
+    values that vary between rows), so two rows of one model never look identical."""
+    table = board.table
+    rows = table[~table["ensemble"].astype(bool)] if "ensemble" in table else table
+    rows = rows[rows["config_id"].isin(config_ids)].drop_duplicates("config_id")
+    names = dict(zip(rows["config_id"], _labels(rows, table.attrs.get("varying", [])), strict=True))
+    return {k: names.get(k, k) for k in config_ids}
+
+
 # -- sections ---------------------------------------------------------------------------------
 def leaderboard_section(board: Board) -> str:
     table = board.table
@@ -140,7 +150,7 @@ def leaderboard_section(board: Board) -> str:
                 for lo, hi in zip(g[f"{metric}_ci95_lo"], g[f"{metric}_ci95_hi"], strict=True)
             ]
         show["params (M)"] = g["param_count_m"].astype(float).round(2)
-        show["train s"] = g["train_time_s"].astype(float).round(1)
+        show["train min/run"] = (g["train_time_s"].astype(float) / 60).round(1)
         parts.append(
             f"<h3>{html.escape(str(ds))} <span class='muted'>(ranked by {metric})</span></h3>"
             + _table(show, left=("model", "scheme"))
@@ -165,12 +175,13 @@ def curves_section(board: Board) -> str:
     for ds, g in board.runs.groupby("dataset"):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
         drawn = False
+        names = row_labels(board, list(g["config_id"].unique()))
         for _, r in g.iterrows():
             path = Path(r["_dir"]) / "history.csv" if r["_dir"] else None
             if path is None or not path.exists():
                 continue
             h = pd.read_csv(path)
-            label = f"{r['model']} s{r['seed']}"
+            label = f"{names[r['config_id']]} s{r['seed']}"
             if "train_loss" in h:
                 axes[0].plot(h["epoch"], h["train_loss"], marker=".", label=label)
             metric = "val_auc" if "val_auc" in h else "val_dice" if "val_dice" in h else None
@@ -229,7 +240,7 @@ def spread_section(board: Board) -> str:
         if metric not in g or g[metric].isna().all():
             continue
         keys = sorted(g["config_id"].unique())
-        labels = {k: str(g[g.config_id == k]["model"].iloc[0]) for k in keys}
+        labels = row_labels(board, keys)
         fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(keys)), 3))
         for i, k in enumerate(keys):
             v = g[g.config_id == k][metric].to_numpy(float)
@@ -315,11 +326,13 @@ def selective_section(board: Board) -> str:
     parts = []
     for ds, g in _first_runs(board).groupby("dataset"):
         fig, ax = plt.subplots(figsize=(5, 3.5))
+        names = row_labels(board, list(g["config_id"].unique()))
         for _, r in g.iterrows():
             _, y, s = read_predictions(Path(r["_dir"]) / "predictions_test.csv")
             conf, correct = confidence_and_correct(y, s, r["task"])
             cov, risk = risk_coverage(conf, correct)
-            ax.plot(cov, risk, label=f"{r['model']} (AURC {aurc(conf, correct):.3f})")
+            name = names[r["config_id"]]
+            ax.plot(cov, risk, label=f"{name} (AURC {aurc(conf, correct):.3f})")
         ax.set_xlabel("coverage (cases kept)")
         ax.set_ylabel("risk (error rate)")
         ax.set_title(f"{ds}: risk-coverage (first seed)", fontsize=9)
@@ -383,6 +396,7 @@ def prediction_plots(board: Board) -> tuple[str, str]:
         n = len(first)
         fig_cm, axes_cm = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False)
         fig_roc, ax_roc = plt.subplots(figsize=(4.5, 4))
+        row_names = row_labels(board, list(first["config_id"].unique()))
         for ax, (_, r) in zip(axes_cm[0], first.iterrows(), strict=True):
             _, y, s = read_predictions(str(Path(r["_dir"]) / "predictions_test.csv"))
             if y.ndim == 2:  # multi-label: micro ROC only
@@ -404,8 +418,8 @@ def prediction_plots(board: Board) -> tuple[str, str]:
                     fpr, tpr, _ = roc_curve(y, s[:, -1])
                 else:  # micro-average over one-vs-rest
                     fpr, tpr, _ = roc_curve(np.eye(k)[y].ravel(), s.ravel())
-            ax.set_title(f"{r['model']} (seed {r['seed']})", fontsize=8)
-            ax_roc.plot(fpr, tpr, label=str(r["model"]))
+            ax.set_title(f"{row_names[r['config_id']]} (seed {r['seed']})", fontsize=8)
+            ax_roc.plot(fpr, tpr, label=row_names[r["config_id"]])
         ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
         ax_roc.set_xlabel("false positive rate")
         ax_roc.set_ylabel("true positive rate")
@@ -458,7 +472,9 @@ def runs_table(records: list[RunRecord]) -> str:
                 "model": r.model,
                 "seed": r.seed,
                 "test auc/dice": r.test.get("auc", r.test.get("dice")),
-                "train s": r.cost.train_time_s,
+                "train min": None
+                if r.cost.train_time_s is None
+                else round(r.cost.train_time_s / 60, 2),
                 "error": r.error or "",
             }
         )
@@ -491,7 +507,7 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
         sections.append(
             "<p class='failed'>Unreadable records: " + html.escape("; ".join(problems)) + "</p>"
         )
-    board = board_from_records(records, n_boot=300)
+    board = board_from_records(records, n_boot=BOOTSTRAP_RESAMPLES)
     if not board.empty:
         cm, roc = "", ""
         try:

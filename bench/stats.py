@@ -171,12 +171,15 @@ def friedman_nemenyi(
     from scipy.stats import friedmanchisquare
 
     out = RankTest(metric=metric, matrix=matrix)
+    per_dataset = matrix.notna().sum(axis=1)
     matrix = matrix.dropna(axis=0, how="any")
     n, k = matrix.shape
     if n < 2 or k < 3:
+        have = ", ".join(f"{ds}: {int(c)}" for ds, c in per_dataset.items())
         out.note = (
-            f"Friedman/Nemenyi not run: needs >= 2 datasets and >= 3 models with results on "
-            f"every dataset; have {n} dataset(s) x {k} model(s)"
+            f"Friedman/Nemenyi not run: needs >= 2 datasets on which the same >= 3 models all "
+            f"have {metric}; the store has {len(per_dataset)} dataset(s) (models with {metric}: "
+            f"{have or 'none'})"
         )
         return out
     floor = friedman_min_p(n, k)

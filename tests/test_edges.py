@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 from bench.data.folder import read_image, to_uint8
-from bench.errors import ConfigError, DataFormatError, OutputPathError
 from bench.metrics import classification_metrics
 from bench.records import load_record
 from bench.train import train

@@ -120,17 +120,19 @@ def test_tta_identity_equals_plain_evaluation_and_flips_make_their_own_row(make_
     assert torch.allclose(torch.softmax(out, 1).sum(1), torch.ones(4))
 
 
-def test_bench_tta_adds_a_row_from_an_existing_checkpoint(make_cfg, tmp_path):
+def test_bench_tta_is_an_evaluation_of_the_run_not_a_new_row(make_cfg, tmp_path):
     from bench.board import build_board
     from bench.evaluate.tta import tta_run
+    from bench.records import load_record
 
     cfg, rec = _trained(make_cfg)
-    tta = tta_run(rec.dir, "identity")
-    assert tta.test["auc"] == pytest.approx(rec.test["auc"], abs=1e-6)
-    assert tta.evaluations["tta"]["from_run"] == rec.run_id
+    tta_run(rec.dir, "identity")
+    stored = load_record(rec.dir)
+    got = stored.evaluations["tta"]["identity"]
+    assert got["views"] == 1 and got["test"]["auc"] == pytest.approx(rec.test["auc"], abs=1e-6)
+    assert stored.test == rec.test and stored.cost == rec.cost  # the run itself is unchanged
     table = build_board(cfg.paths.runs_dir, n_boot=0).table
-    # eval.tta=none is the canonical "no TTA" (hashed like its absence): an empty cell
-    assert len(table) == 2 and set(table["eval.tta"]) == {None, "identity"}
+    assert len(table) == 1 and len(list(rec.dir.parent.iterdir())) == 1
 
 
 def test_mc_dropout_and_a_model_without_dropout(make_cfg):

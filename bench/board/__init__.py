@@ -32,15 +32,20 @@ class Board:
         return self.table.empty
 
 
+# one bootstrap for every output (leaderboard CSV, printed table, report): same CIs everywhere
+BOOTSTRAP_RESAMPLES = 1000
+
+
 def board_from_records(
     records: list[RunRecord],
     metric: str | None = None,
     reference: bool = False,
-    n_boot: int = 1000,
+    n_boot: int = BOOTSTRAP_RESAMPLES,
     ci_metrics: list[str] | None = None,
     seed: int = 0,
     ensembles: bool = False,
 ) -> Board:
+    """Records -> the leaderboard (rows, CIs from ``n_boot`` resamples seeded by ``seed``)."""
     by_id = {r.run_id: r for r in records}
     runs = runs_frame(records)
     unfinished = sum(1 for r in records if not r.done)
@@ -61,4 +66,4 @@ def build_board(runs_dir: str, **kwargs) -> Board:
     return board
 
 
-__all__ = ["Board", "board_from_records", "build_board", "default_metric"]
+__all__ = ["BOOTSTRAP_RESAMPLES", "Board", "board_from_records", "build_board", "default_metric"]

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.board import board_from_records
+from bench.board import BOOTSTRAP_RESAMPLES, board_from_records
 from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
 from bench.board.console import blank_missing
+from bench.board.notes import render_notes
 from bench.board.outputs import write_csv, write_outputs, write_provenance
 from bench.cli import exit_code_of
 from bench.errors import ConfigError
@@ -58,7 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ranking metric (default: test_auc; test_dice for segmentation)",
     )
     p.add_argument("--reference", action="store_true", help="add MedMNIST v2 paper deltas")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=BOOTSTRAP_RESAMPLES,
+        help=f"bootstrap resamples (0: no CIs; default {BOOTSTRAP_RESAMPLES}, as bench-report)",
+    )
     p.add_argument(
         "--ci-metrics",
         default=None,
@@ -116,25 +122,28 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         )
     records, problems = [], []
     for store in args.runs_dir:
+        if not Path(store).is_dir():
+            raise ConfigError(
+                f"--runs-dir {store}: no such folder; give the paths.runs_dir of your runs "
+                "(default: runs)"
+            )
         got, bad = RunStore(store).iter_records()
         records += got
         problems += bad
-    if args.dataset:
-        records = [r for r in records if r.dataset in args.dataset]
-    for cond in args.where:
-        key, sep, want = cond.partition("=")
-        if not key or not sep:
-            raise ConfigError(f"--where {cond!r}: write key=value, e.g. data.cv.folds=5")
-        records = [r for r in records if str(flatten(canonical(r.config)).get(key)) == want]
     for line in problems:
         print(f"warning: skipped unreadable record {line}", file=sys.stderr)
+    records = select_records(records, args.dataset, args.where)
     board = board_from_records(
         records, args.metric, args.reference, args.n_boot, ci, args.seed, args.ensembles
     )
     if board.empty:
         where = " ".join(args.runs_dir)
-        print(f"no finished runs in {where}; run bench-train first", file=sys.stderr)
+        n = len(records)
+        why = f"{n} run(s) match but none is done" if n else "the store holds no runs"
+        print(f"no finished runs in {where} ({why}); run bench-train first", file=sys.stderr)
         return 1
+    if args.metric:
+        check_metric(board.table, args.metric)
     if board.n_unfinished:
         print(f"note: {board.n_unfinished} unfinished run(s) (failed/interrupted/running) left out")
     table = board.table
@@ -179,7 +188,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     for n in notes:
         print(n)
     if args.publish:
-        narrative = Path(args.notes).read_text() if args.notes else None
+        # the notes' figures are read from the CSVs just written (bench/board/notes.py)
+        narrative = render_notes(Path(args.notes).read_text(), out) if args.notes else None
         written.append(
             write_provenance(out, argv, table, args.recipe, notes, board.records, narrative)
         )
@@ -194,6 +204,71 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(shown.to_string(index=False, na_rep=""))
     print(f"wrote {written[0]} ({len(table)} rows)")
     return 0
+
+
+def hydra_value(value) -> str:
+    """A config value written the way Hydra writes it on a command line (true, null, 0.1)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _normalise(want: str) -> str:
+    low = want.lower()
+    return {"none": "null", "~": "null"}.get(low, low) if low in (
+        "true", "false", "null", "none", "~"
+    ) else want
+
+
+def select_records(records: list, datasets: list[str] | None, where: list[str]) -> list:
+    """Runs of ``datasets`` whose config has every ``key=value`` of ``where`` (values compared
+    as Hydra writes them); a filter that matches nothing is an error listing what is there."""
+    if datasets:
+        present = sorted({r.dataset for r in records})
+        unknown = [d for d in datasets if d not in present]
+        if unknown:
+            raise ConfigError(
+                f"--dataset {' '.join(unknown)}: no runs of that dataset; datasets in the store: "
+                f"{', '.join(present) or 'none'}"
+            )
+        records = [r for r in records if r.dataset in datasets]
+    for cond in where:
+        key, sep, want = cond.partition("=")
+        if not key or not sep:
+            raise ConfigError(f"--where {cond!r}: write key=value, e.g. data.cv.folds=5")
+        values = {}
+        for r in records:
+            flat = {**flatten(canonical(r.config)), **flatten(r.config)}
+            values[r.run_id] = hydra_value(flat[key]) if key in flat else None
+        if all(v is None for v in values.values()):
+            raise ConfigError(
+                f"--where {key}: no run's config has that key; check the spelling against "
+                "a record's config (e.g. model.name, data.size, trainer.max_epochs)"
+            )
+        def matches(value: str | None) -> bool:
+            if value in ("true", "false", "null"):  # False/None as Python writes them
+                return value == _normalise(want)
+            return value == want
+
+        kept = [r for r in records if matches(values[r.run_id])]
+        if not kept:
+            seen = sorted({v if v is not None else "(unset)" for v in values.values()})
+            raise ConfigError(
+                f"--where {key}={want} matches no run; values of {key} in the store: "
+                f"{', '.join(seen)}"
+            )
+        records = kept
+    return records
+
+
+def check_metric(table: pd.DataFrame, metric: str) -> None:
+    """``--metric`` must be a column the leaderboard has (``test_auc``, ``val_acc``, ...)."""
+    if f"{metric}_mean" in table or metric in table:
+        return
+    available = sorted(c.removesuffix("_mean") for c in table.columns if c.endswith("_mean"))
+    raise ConfigError(f"--metric {metric}: not in the leaderboard; available: {', '.join(available)}")
 
 
 def log_to_wandb(table: pd.DataFrame, groups: set, out: Path, project: str = "medbench") -> None:

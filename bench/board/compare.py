@@ -44,15 +44,34 @@ def compare_pair(
     board: pd.DataFrame,
     a: str,
     b: str,
-    dataset: str | None,
+    dataset: str | list[str] | None,
     metric: str,
     n_boot: int,
     seed: int,
 ) -> str:
-    """Paired bootstrap of ``metric(a) - metric(b)``; Wilcoxon over shared seeds when >= 6."""
+    """Paired bootstrap of ``metric(a) - metric(b)``; Wilcoxon over shared seeds when >= 6.
+
+    Without ``dataset`` every dataset on which both models have runs is compared."""
     from scipy.stats import wilcoxon
 
-    datasets = sorted(board["dataset"].unique()) if dataset is None else [dataset]
+    single = board[~board.ensemble.astype(bool)]
+    for m in (a, b):
+        if m not in set(single.model):
+            raise ConfigError(
+                f"--compare: no done runs of model {m!r}; models in the store: "
+                f"{', '.join(sorted(single.model.unique()))}"
+            )
+    if dataset is None:
+        shared = set(single[single.model == a].dataset) & set(single[single.model == b].dataset)
+        if not shared:
+            raise ConfigError(
+                f"--compare: {a!r} and {b!r} share no dataset ({a}: "
+                f"{', '.join(sorted(set(single[single.model == a].dataset)))}; {b}: "
+                f"{', '.join(sorted(set(single[single.model == b].dataset)))})"
+            )
+        datasets = sorted(shared)
+    else:
+        datasets = [dataset] if isinstance(dataset, str) else list(dataset)
     lines = []
     for ds in datasets:
         g = board[(board.dataset == ds) & (~board.ensemble.astype(bool))]

@@ -330,18 +330,30 @@ CORRUPTIONS: dict[str, Callable] = {
 }
 
 
-def corruptions_for(flag: str) -> dict[str, tuple]:
-    """The corruptions (and their five severities) MedMNIST-C defines for ``flag``."""
-    if flag not in SEVERITIES:
-        raise KeyError(flag)
-    return SEVERITIES[flag]
+# Datasets MedMNIST-C does not cover (synthetic sets, a user's folder, MedSegBench images) get
+# this documented generic set: MedMNIST-C's OrganAMNIST severities (13 corruptions in the digital,
+# noise, blur, colour and gamma families), none of which assumes a modality or a colour space.
+GENERIC = "generic"
+
+
+def corruption_set(flag: str | None) -> str:
+    """``medmnist-c:<flag>`` where MedMNIST-C defines the dataset, else ``generic``."""
+    return f"medmnist-c:{flag}" if flag in SEVERITIES else GENERIC
+
+
+def corruptions_for(flag: str | None) -> dict[str, tuple]:
+    """The corruptions (and their five severities) MedMNIST-C defines for ``flag``; the
+    generic set (OrganAMNIST's) for any other 2D dataset."""
+    return SEVERITIES.get(flag, _ORGAN) if flag else _ORGAN
 
 
 # elementwise (or batch-aware) corruptions: applied to the whole batch at once
 BATCHED = {gaussian_noise, speckle_noise, impulse_noise, shot_noise, gaussian_blur, gamma}
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, flag: str, seed: int = 0) -> np.ndarray:
+def corrupt(
+    images: np.ndarray, name: str, severity: int, flag: str | None, seed: int = 0
+) -> np.ndarray:
     """Corrupt channels-first uint8 images (N, C, H, W) at ``severity`` (0 = unchanged).
 
     Seeded per (corruption, severity): every model sees the same corrupted test set.

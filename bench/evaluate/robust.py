@@ -5,7 +5,9 @@
     bench-robust --runs-dir runs --out results/pneumoniamnist/robustness.csv
 
 For each run: the best checkpoint is scored on the clean test split and on every corruption x
-severity MedMNIST-C defines for the dataset (bench/evaluate/corruptions.py). Reported as
+severity MedMNIST-C defines for the dataset (bench/evaluate/corruptions.py); a 2D dataset MedMNIST-C
+does not cover (synthetic, a user's folder) gets the documented generic set (OrganAMNIST's
+severities), and the record says which set was used. Reported as
 MedMNIST-C reports it: balanced error (1 - balanced accuracy, per label averaged for
 multi-label) per corruption averaged over severities (BE) and its excess over the clean balanced
 error (RBE). MedMNIST-C also divides both by AlexNet's; that needs an AlexNet run as reference,
@@ -26,7 +28,13 @@ import torch
 
 from bench.cli import add_device_option, exit_code_of, resolve_device
 from bench.errors import ConfigError
-from bench.evaluate.corruptions import NOT_IMPLEMENTED, corrupt, corruptions_for, family_of
+from bench.evaluate.corruptions import (
+    NOT_IMPLEMENTED,
+    corrupt,
+    corruption_set,
+    corruptions_for,
+    family_of,
+)
 from bench.metrics import classification_metrics
 from bench.records import RunRecord, RunStore, load_runs
 
@@ -91,13 +99,7 @@ def evaluate_run(
     if record.kind != "classification" or (record.spec or {}).get("spatial_dims") != 2:
         raise ConfigError(f"{record.run_id}: robustness needs a 2D classification run")
     flag = (record.config.get("data") or {}).get("flag")
-    try:
-        table = corruptions_for(flag)
-    except KeyError:
-        raise ConfigError(
-            f"{record.run_id}: MedMNIST-C defines no corruptions for {flag!r}; robustness "
-            "covers the 2D MedMNIST datasets"
-        ) from None
+    table = corruptions_for(flag)
     dm, model = load_run_model(record, device)
     images, y = test_arrays(dm)
     task = dm.spec.task
@@ -121,6 +123,7 @@ def evaluate_run(
     out["image_size"] = int(images.shape[-1])
     out["spatial_scale"] = images.shape[-1] / 224
     out["not_implemented"] = list(NOT_IMPLEMENTED)
+    out["set"] = corruption_set(flag)
     return out
 
 
@@ -200,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", nargs="*", default=[], help="these run folders")
     p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     add_device_option(p)
-    p.add_argument("--out", default=None, help="robustness table CSV (default: none)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="robustness table CSV, and OUT_summary.csv (mean BE/RBE per row) beside it",
+    )
     p.add_argument("--force", action="store_true", help="re-evaluate runs that have results")
     p.add_argument("--dataset", nargs="+", default=None, help="only runs on these datasets")
     args = p.parse_args(argv)
@@ -239,10 +246,9 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             robustness_table(records).to_csv(out, index=False, float_format="%.5g")
-            summary_table(records).to_csv(
-                out.with_name(out.stem + "_summary.csv"), index=False, float_format="%.5g"
-            )
-            print(f"wrote {out}")
+            summary = out.with_name(out.stem + "_summary.csv")
+            summary_table(records).to_csv(summary, index=False, float_format="%.5g")
+            print(f"wrote {out} (per corruption x severity) and {summary} (per run row)")
         return 0
 
     return exit_code_of(body)

@@ -3,8 +3,9 @@
 ``eval.tta=flips`` (a config option, so TTA rows are their own leaderboard rows) scores the final
 validation and test passes on the identity, the horizontal, the vertical and both flips (2D;
 flips along each axis for 3D volumes); segmentation maps are flipped back before averaging.
-``identity`` is one view: the same as no TTA (a check of the machinery). ``bench-tta`` adds a
-TTA row to a finished run without training again: it evaluates the run's best checkpoint.
+``identity`` is one view: the same as no TTA (a check of the machinery). ``bench-tta`` evaluates
+a finished run's best checkpoint with TTA, without training again, and stores the result in that
+run's record (``evaluations.tta``), as every after-the-fact evaluation does.
 
     bench-tta --run-dir runs/<run_id> --tta flips
 """
@@ -55,20 +56,20 @@ def tta_logits(
 
 
 def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
-    """Evaluate a finished run's best weights with TTA; write it as its own run (a new record
-    whose config says ``eval.tta=mode``) beside the original in the run store."""
-    import copy
-
+    """Evaluate a finished run's best weights with TTA. The metrics go into the run's own
+    record (``evaluations.tta.<mode>``: views, val, test): an evaluation of that run, not a new
+    run, so it adds no leaderboard row and no training cost."""
     import lightning as L
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from bench.console import install_noise_filters
     from bench.evaluate.robust import load_run_model
     from bench.explain import load_run
-    from bench.job.persist import persist_outputs
-    from bench.records import RunStore, compute_config_id, compute_run_id, now_iso
+    from bench.records import RunStore, now_iso
     from bench.tasks import build_task
 
+    install_noise_filters()
     base = load_run(Path(run_dir))
     if mode not in TTA_MODES or mode == "none":
         raise ConfigError(f"--tta {mode!r}: choose identity or flips")
@@ -78,7 +79,6 @@ def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
     task_cfg = instantiate(cfg.task, _convert_="all")
     task_cfg["class_weights"] = None
     task = build_task(model, spec, tta=mode, **task_cfg)
-    task.keep_predictions = True
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else device,
         devices=1,
@@ -89,26 +89,14 @@ def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
     )
     trainer.validate(task, datamodule=dm, verbose=False)
     trainer.test(task, datamodule=dm, verbose=False)
-    config = copy.deepcopy(base.config)
-    config.setdefault("eval", {})["tta"] = mode
-    rec = copy.deepcopy(base)
-    rec.run_id, rec.config, rec.config_id = (
-        compute_run_id(config),
-        config,
-        compute_config_id(config),
-    )
-    rec.val, rec.test = dict(task.last_metrics["val"]), dict(task.last_metrics["test"])
-    rec.test_last, rec.per_class, rec.evaluations = (
-        {},
-        {},
-        {"tta": {"from_run": base.run_id, "views": len(views(mode, spec.spatial_dims))}},
-    )
-    rec.created_at = rec.finished_at = now_iso()
-    store = RunStore(base.dir.parent)
-    store.run_dir(rec.run_id).mkdir(parents=True, exist_ok=True)
-    persist_outputs(store.run_dir(rec.run_id), spec, task.predictions, rec)
-    store.write(rec)
-    return rec
+    base.evaluations.setdefault("tta", {})[mode] = {
+        "views": len(views(mode, spec.spatial_dims)),
+        "val": dict(task.last_metrics["val"]),
+        "test": dict(task.last_metrics["test"]),
+        "evaluated_at": now_iso(),
+    }
+    RunStore(base.dir.parent).write(base)
+    return base
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.run_dir:
             rec = tta_run(Path(d), args.tta, resolve_device(args.device))
             metric = "dice" if rec.kind == "segmentation" else "auc"
+            got = rec.evaluations["tta"][args.tta]
             print(
-                f"{rec.run_id}: test {metric} {rec.test.get(metric):.4f} with {args.tta} TTA "
-                f"(from {rec.evaluations['tta']['from_run']})"
+                f"{rec.run_id}: test {metric} {got['test'].get(metric):.4f} with {args.tta} TTA "
+                f"({got['views']} views; without: {rec.test.get(metric):.4f}); stored in "
+                f"{rec.path} under evaluations.tta.{args.tta}"
             )
         return 0
 
