@@ -14,29 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.cli import exit_code_of
 from bench.errors import ConfigError
-from bench.records import RunRecord, load_record
-
-
-def load_run(run_dir: Path) -> RunRecord:
-    """The finished run's record, or a one-line error saying what is wrong with the folder."""
-    try:
-        record = load_record(run_dir)
-    except (OSError, ValueError, TypeError):
-        raise ConfigError(f"{run_dir} has no readable record.json; pass a run folder") from None
-    if not record.done:
-        raise ConfigError(f"run {record.run_id} is {record.status}, not done")
-    return record
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    path = Path(run_dir) / "checkpoints" / "best.ckpt"
-    if not path.exists():
-        raise ConfigError(
-            f"{path} is missing (the run kept no checkpoint); rerun it with checkpoint.keep=best"
-        )
-    return path
+from bench.finished import load_run
+from bench.io import atomic_save
+from bench.toolkit import exit_code_of
 
 
 def last_conv(model: nn.Module) -> nn.Module:
@@ -70,25 +51,15 @@ def explain_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from bench.io import atomic_save
-    from bench.models.transfer import read_state_dict
-    from bench.spec import DataSpec
 
     run_dir = Path(run_dir)
-    record = load_run(run_dir)
-    spec = DataSpec.from_dict(record.spec)
+    run = load_run(run_dir)
+    spec = run.spec
     if spec.kind != "classification" or spec.spatial_dims != 2:
         raise ConfigError(
             f"bench-explain handles 2D classifiers; this run is {spec.spatial_dims}D {spec.kind}"
         )
-    cfg = OmegaConf.create(record.config)
-    model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
-    model.load_state_dict(read_state_dict(best_checkpoint(run_dir)))
-    dm = instantiate(cfg.data)
-    dm.setup("test")
+    model, dm = run.model, run.datamodule
     ds = dm.splits["test"]
     idx = torch.arange(min(n, len(ds)))
     raw, y, _ = ds[idx]

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.cli import exit_code_of
+from bench.board import board_from_records
+from bench.board.reference import run_protocol
 from bench.errors import ConfigError
-from bench.evaluate.robust import load_run_model, predict, test_arrays
+from bench.finished import Run, load_run
+from bench.toolkit import exit_code_of
 
 TOLERANCE = 1e-4
 
@@ -58,7 +60,8 @@ class Deployable(nn.Module):
 
 def build_deployable(record, device: str = "cpu") -> tuple[Deployable, object]:
 
-    dm, model = load_run_model(record, device)
+    run = Run(record, device)
+    dm, model = run.datamodule, run.model
     base = dm.base_spec()
     size = tuple(dm.spec.input_size) if dm.resize else None
     mode = (
@@ -71,19 +74,18 @@ def build_deployable(record, device: str = "cpu") -> tuple[Deployable, object]:
 
 
 def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
-    from bench.explain import load_run
-
-    record = load_run(Path(run_dir))
+    run = load_run(Path(run_dir))
+    record = run.record
     if record.kind != "classification":
         raise ConfigError("bench-export exports classifiers; this run is segmentation")
     model, dm = build_deployable(record)
     out = Path(out or Path(run_dir) / "export")
     out.mkdir(parents=True, exist_ok=True)
-    x_all = test_arrays(dm)[0].astype(np.float32)
+    x_all = run.test_arrays()[0].astype(np.float32)
     example = torch.as_tensor(x_all[:2])
     # the reference is the run's own evaluation path (the datamodule's preprocessing), so the
     # check also covers the preprocessing that Deployable carries into the exported model
-    reference = predict(model.model, dm, x_all, "cpu", batch=256)
+    reference = run.predict(x_all, batch=256, model=model.model)
     if fmt == "onnx":
         import onnxruntime as ort
 
@@ -169,8 +171,6 @@ def _fmt(v) -> str:
 
 def model_card(record, meta: dict) -> str:
     """Data, protocol, metrics with CIs, calibration and robustness of the exported run."""
-    from bench.board import board_from_records
-    from bench.board.reference import run_protocol
 
     board = board_from_records([record], n_boot=1000).table
     row = board.iloc[0] if len(board) else {}

@@ -28,9 +28,10 @@ import pandas as pd  # noqa: E402
 from bench.board import BOOTSTRAP_RESAMPLES, Board, board_from_records  # noqa: E402
 from bench.board.compare import rank_test  # noqa: E402
 from bench.board.frame import default_metric  # noqa: E402
-from bench.evaluate.calibration import confidence_and_correct, reliability_bins  # noqa: E402
-from bench.evaluate.selective import aurc, risk_coverage  # noqa: E402
+from bench.confidence.calibration import confidence_and_correct, reliability_bins  # noqa: E402
+from bench.confidence.selective import aurc, risk_coverage  # noqa: E402
 from bench.io import atomic_write_text  # noqa: E402
+from bench.metrics import dice_iou_from_overlaps
 from bench.records import RunRecord, RunStore, now_iso  # noqa: E402
 from bench.stats import cd_diagram, read_overlaps, read_predictions  # noqa: E402
 
@@ -432,7 +433,6 @@ def prediction_plots(board: Board) -> tuple[str, str]:
 
 def cases_section(board: Board) -> str:
     """Segmentation: the distribution of per-case Dice per model (first seed)."""
-    from bench.metrics import dice_iou_from_overlaps
 
     runs = board.runs[board.runs["kind"] == "segmentation"]
     parts = []

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from bench.board.terminal import sweep_board_text
 from bench.io import atomic_write_text
 
 log = logging.getLogger("bench.sweep")
@@ -240,8 +241,6 @@ class SweepSummaryCallback(Callback):
         if not run_ids:
             return
         try:
-            from bench.board.console import sweep_board_text
-
             text = sweep_board_text(config.paths.runs_dir, run_ids)
         except Exception as e:  # the summary above already says how the sweep went
             log.warning("could not print the sweep's leaderboard: %s", e)

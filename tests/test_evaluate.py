@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluate.calibration import (
+from bench.confidence.calibration import (
     apply_temperature,
     confidence_and_correct,
     fit_temperature,
     temperature_scale,
 )
 from bench.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruptions_for
-from bench.evaluate.selective import aurc, risk_coverage
+from bench.confidence.selective import aurc, risk_coverage
 from bench.metrics import classification_metrics
 from bench.train import train
 
@@ -106,7 +106,7 @@ def test_tta_identity_equals_plain_evaluation_and_flips_make_their_own_row(make_
     assert ident.config_id != plain.config_id  # its own leaderboard row
     for k in ("auc", "acc", "loss"):
         assert ident.test[k] == pytest.approx(plain.test[k], abs=1e-6), k
-    from bench.evaluate.tta import tta_logits, views
+    from bench.tasks.tta import tta_logits, views
 
     assert len(views("flips", 2)) == 4 and len(views("flips", 3)) == 4
     x = torch.randn(4, 1, 8, 8)

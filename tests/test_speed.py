@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.launch.pack import Probe, pack_size
+from bench.launch.pack import SoloJobMeasurement, pack_size
 from bench.speed.projection import Rates, project, split_sizes, totals
 
 from conftest import PNEUMONIA, ROOT, needs_pneumonia, run_cli
@@ -83,13 +83,17 @@ def test_projection_arithmetic_by_hand():
     assert totals(table).loc[0, "hours"] == pytest.approx(one / 2, abs=1e-3)
 
 
-def test_pack_size_from_a_probe():
-    probe = Probe(peak_mem_mb=2000, util_pct=20, step_ms=5, free_mem_mb=80000, total_mem_mb=81000)
-    k, why = pack_size(probe, max_jobs=8, cpus=16)
+def test_pack_size_from_a_solo_measurement():
+    solo = SoloJobMeasurement(
+        peak_mem_mb=2000, util_pct=20, step_ms=5, free_mem_mb=80000, total_mem_mb=81000
+    )
+    k, why = pack_size(solo, max_jobs=8, cpus=16)
     assert k == 5 and "by utilisation" in why  # ceil(90 / 20): the GPU is busy at five
-    tight = Probe(peak_mem_mb=20000, util_pct=5, step_ms=5, free_mem_mb=50000, total_mem_mb=81000)
+    tight = SoloJobMeasurement(
+        peak_mem_mb=20000, util_pct=5, step_ms=5, free_mem_mb=50000, total_mem_mb=81000
+    )
     assert pack_size(tight, max_jobs=8, cpus=16)[0] == 2  # 0.85 * 50000 / 20600 -> 2 by memory
-    assert pack_size(probe, max_jobs=8, cpus=2)[0] == 2  # never more jobs than cores
+    assert pack_size(solo, max_jobs=8, cpus=2)[0] == 2  # never more jobs than cores
 
 
 @pytest.mark.slow

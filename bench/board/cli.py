@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench.board import BOOTSTRAP_RESAMPLES, board_from_records
 from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
-from bench.board.console import blank_missing
+from bench.board.terminal import blank_missing
 from bench.board.notes import render_notes
 from bench.board.outputs import write_csv, write_outputs, write_provenance
 from bench.cli import exit_code_of
@@ -26,6 +26,7 @@ from bench.io import atomic_write_text
 from bench.metrics import CLASSIFICATION_METRICS
 from bench.records import RunStore, canonical, flatten
 from bench.stats import cd_diagram
+from bench.tracking import resolve_wandb_mode
 
 PRINT_COLUMNS = [
     "rank",
@@ -217,9 +218,11 @@ def hydra_value(value) -> str:
 
 def _normalise(want: str) -> str:
     low = want.lower()
-    return {"none": "null", "~": "null"}.get(low, low) if low in (
-        "true", "false", "null", "none", "~"
-    ) else want
+    return (
+        {"none": "null", "~": "null"}.get(low, low)
+        if low in ("true", "false", "null", "none", "~")
+        else want
+    )
 
 
 def select_records(records: list, datasets: list[str] | None, where: list[str]) -> list:
@@ -247,7 +250,8 @@ def select_records(records: list, datasets: list[str] | None, where: list[str]) 
                 f"--where {key}: no run's config has that key; check the spelling against "
                 "a record's config (e.g. model.name, data.size, trainer.max_epochs)"
             )
-        def matches(value: str | None) -> bool:
+
+        def matches(value: str | None, want: str = want) -> bool:
             if value in ("true", "false", "null"):  # False/None as Python writes them
                 return value == _normalise(want)
             return value == want
@@ -268,15 +272,15 @@ def check_metric(table: pd.DataFrame, metric: str) -> None:
     if f"{metric}_mean" in table or metric in table:
         return
     available = sorted(c.removesuffix("_mean") for c in table.columns if c.endswith("_mean"))
-    raise ConfigError(f"--metric {metric}: not in the leaderboard; available: {', '.join(available)}")
+    raise ConfigError(
+        f"--metric {metric}: not in the leaderboard; available: {', '.join(available)}"
+    )
 
 
 def log_to_wandb(table: pd.DataFrame, groups: set, out: Path, project: str = "medbench") -> None:
     """Log the leaderboard as a ``wandb.Table`` in an ``aggregate`` run of the sweep's group;
     the offline run folder goes under ``out``, next to the tables."""
     import wandb
-
-    from bench.tracking import resolve_wandb_mode
 
     group = next(iter(groups)) if len(groups) == 1 else None
     run = wandb.init(

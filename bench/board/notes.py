@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import ConfigError
+from bench.io import atomic_write_text
 
 PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
 
@@ -34,7 +35,9 @@ def cell(study_dir: Path, spec: str, cache: dict[Path, pd.DataFrame] | None = No
     """The formatted value one placeholder names (see the module docstring)."""
     parts = [p.strip() for p in spec.split("|")]
     if len(parts) != 4:
-        raise ConfigError(f"notes placeholder {{{{{spec}}}}}: write {{{{file | k=v, ... | column | fmt}}}}")
+        raise ConfigError(
+            f"notes placeholder {{{{{spec}}}}}: write {{{{file | k=v, ... | column | fmt}}}}"
+        )
     name, filters, column, fmt = parts
     path = (study_dir / name).resolve()
     cache = {} if cache is None else cache
@@ -73,7 +76,6 @@ def render_notes(template: str, study_dir: Path) -> str:
 def replace_notes(readme: Path, rendered: str) -> None:
     """Put freshly rendered notes into an existing study README (between the provenance lines
     and ``## Leaderboard``), leaving the generated tables as they are."""
-    from bench.io import atomic_write_text
 
     text = readme.read_text()
     first = rendered.strip().splitlines()[0]

@@ -1,2 +1,3 @@
-"""Evaluations beyond accuracy: calibration, selective prediction, robustness to corruptions,
-test-time augmentation and MC-dropout, on finished runs."""
+"""After-the-fact evaluation tools on finished runs: robustness to corruptions (``bench-robust``),
+test-time augmentation (``bench-tta``) and MC-dropout (``bench-uncertainty``). Each loads its
+runs through :mod:`bench.finished` and imports no other tool."""

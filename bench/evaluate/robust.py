@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from bench.cli import add_device_option, exit_code_of, resolve_device
 from bench.errors import ConfigError
 from bench.evaluate.corruptions import (
     NOT_IMPLEMENTED,
@@ -35,50 +33,13 @@ from bench.evaluate.corruptions import (
     corruptions_for,
     family_of,
 )
+from bench.finished import Run
 from bench.metrics import classification_metrics
 from bench.records import RunRecord, RunStore, load_runs
+from bench.toolkit import add_device_option, exit_code_of, resolve_device
 
 log = logging.getLogger("bench.robust")
 METRICS = ("acc", "auc", "balanced_acc")
-
-
-def load_run_model(record: RunRecord, device: str = "cpu"):
-    """(datamodule set up on the CPU, model with the best weights, in eval mode)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from bench.explain import best_checkpoint
-    from bench.models.transfer import read_state_dict
-    from bench.spec import DataSpec
-
-    cfg = OmegaConf.create(record.config)
-    spec = DataSpec.from_dict(record.spec)
-    model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
-    model.load_state_dict(read_state_dict(best_checkpoint(record.dir)))
-    dm = instantiate(cfg.data)
-    dm.setup("test")
-    return dm, model.to(device).eval()
-
-
-def test_arrays(dm) -> tuple[np.ndarray, np.ndarray]:
-    """(images, targets) of a set-up datamodule's test split as host arrays."""
-    ds = dm.splits["test"]
-    return tuple(
-        np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a) for a in (ds.images, ds.targets)
-    )
-
-
-def predict(model, dm, images: np.ndarray, device: str, batch: int = 512) -> np.ndarray:
-    """Probabilities for uint8 images (N, C, ...) through the run's own preprocessing."""
-    from bench.metrics import scores_from_logits
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = torch.as_tensor(images[i : i + batch]).to(device)
-            x, _ = dm.preprocess(x, torch.zeros(len(x), dtype=torch.long, device=device))
-            out.append(scores_from_logits(model(x).float(), dm.spec.task).cpu())
-    return torch.cat(out).numpy()
 
 
 def _metrics(y, score, task) -> dict[str, float]:
@@ -100,10 +61,10 @@ def evaluate_run(
         raise ConfigError(f"{record.run_id}: robustness needs a 2D classification run")
     flag = (record.config.get("data") or {}).get("flag")
     table = corruptions_for(flag)
-    dm, model = load_run_model(record, device)
-    images, y = test_arrays(dm)
-    task = dm.spec.task
-    clean = _metrics(y, predict(model, dm, images, device), task)
+    run = Run(record, device)
+    images, y = run.test_arrays()
+    task = run.spec.task
+    clean = _metrics(y, run.predict(images), task)
     out: dict = {"clean": clean, "corruptions": {}, "be": {}, "rbe": {}, "families": {}}
     cache = {} if cache is None else cache
     for name in [n for n in table if only is None or n in only]:
@@ -112,7 +73,7 @@ def evaluate_run(
             key = (flag, images.shape, name, sev)
             if key not in cache:
                 cache[key] = corrupt(images, name, sev, flag)
-            per_sev[str(sev)] = _metrics(y, predict(model, dm, cache[key], device), task)
+            per_sev[str(sev)] = _metrics(y, run.predict(cache[key]), task)
         be = float(np.mean([m["balanced_error"] for m in per_sev.values()]))
         out["corruptions"][name] = per_sev
         out["be"][name] = be

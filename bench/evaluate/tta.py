@@ -14,45 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from bench.cli import add_device_option, exit_code_of, resolve_device
+from bench.console import install_noise_filters
 from bench.errors import ConfigError
-
-TTA_MODES = ("none", "identity", "flips")
-
-
-def views(mode: str, spatial_dims: int) -> list[tuple[int, ...]]:
-    """The spatial axes flipped by each view (``()`` is the image itself)."""
-    if mode == "identity":
-        return [()]
-    if mode == "flips":
-        last = [-1, -2, -3][:spatial_dims]
-        if spatial_dims == 2:
-            return [(), (-1,), (-2,), (-1, -2)]
-        return [(), *[(a,) for a in last]]
-    raise ConfigError(f"eval.tta={mode!r} is not one of: {', '.join(TTA_MODES)}")
-
-
-def tta_logits(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    mode: str,
-    task: str,
-    spatial_dims: int,
-) -> torch.Tensor:
-    """Logits whose probabilities are the mean of the views' probabilities."""
-    probs = []
-    for axes in views(mode, spatial_dims):
-        logits = forward(x.flip(axes) if axes else x).float()
-        if task == "segmentation" and axes:
-            logits = logits.flip(axes)  # back into the input's frame
-        probs.append(torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, 1))
-    p = torch.stack(probs).mean(0).clamp(1e-7, 1 - 1e-7)
-    return torch.log(p / (1 - p)) if task == "multi-label" else torch.log(p)
+from bench.finished import load_run
+from bench.records import RunStore, now_iso
+from bench.tasks import build_task
+from bench.tasks.tta import TTA_MODES, views
+from bench.toolkit import add_device_option, exit_code_of, resolve_device
 
 
 def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
@@ -63,17 +33,12 @@ def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from bench.console import install_noise_filters
-    from bench.evaluate.robust import load_run_model
-    from bench.explain import load_run
-    from bench.records import RunStore, now_iso
-    from bench.tasks import build_task
-
     install_noise_filters()
-    base = load_run(Path(run_dir))
+    run = load_run(Path(run_dir))
+    base = run.record
     if mode not in TTA_MODES or mode == "none":
         raise ConfigError(f"--tta {mode!r}: choose identity or flips")
-    dm, model = load_run_model(base)  # the best weights, on the CPU; Lightning moves them
+    dm, model = run.datamodule, run.model  # the best weights, on the CPU; Lightning moves them
     cfg = OmegaConf.create(base.config)
     spec = dm.spec
     task_cfg = instantiate(cfg.task, _convert_="all")

@@ -17,13 +17,13 @@ import sys
 import numpy as np
 import torch
 
-from bench.cli import add_device_option, exit_code_of, resolve_device
+from bench.confidence.calibration import confidence_and_correct
+from bench.confidence.selective import aurc
 from bench.errors import ConfigError
-from bench.evaluate.calibration import confidence_and_correct
-from bench.evaluate.robust import load_run_model, predict, test_arrays
-from bench.evaluate.selective import aurc
+from bench.finished import Run
 from bench.metrics import classification_metrics, hard_predictions
 from bench.records import RunRecord, RunStore, load_runs
+from bench.toolkit import add_device_option, exit_code_of, resolve_device
 
 
 def has_dropout(model: torch.nn.Module) -> bool:
@@ -42,14 +42,15 @@ def _dropout_on(model: torch.nn.Module) -> None:
 def mc_dropout(record: RunRecord, samples: int = 20, device: str = "cpu", seed: int = 0) -> dict:
     if record.kind != "classification":
         raise ConfigError(f"{record.run_id}: MC-dropout is evaluated for classification runs")
-    dm, model = load_run_model(record, device)
+    run = Run(record, device)
+    model = run.model
     if not has_dropout(model):
         raise ConfigError(f"{record.run_id}: {record.model} has no dropout layer (p > 0)")
-    images, y = test_arrays(dm)
-    task = dm.spec.task
+    images, y = run.test_arrays()
+    task = run.spec.task
     torch.manual_seed(seed)
     _dropout_on(model)
-    draws = [predict(model, dm, images, device) for _ in range(samples)]  # dropout stays on
+    draws = [run.predict(images) for _ in range(samples)]  # dropout stays on
     model.eval()
     p = np.stack(draws)  # (T, N, C)
     mean = p.mean(0)

@@ -22,6 +22,7 @@ from bench.errors import ConfigError
 from bench.job.instantiate import instantiate_group
 from bench.models import BuildInfo, build_info
 from bench.records import flatten, redact
+from bench.search import OptunaPruning
 from bench.spec import DataSpec
 from bench.tasks import build_task
 from bench.tasks.base import BaseTask
@@ -110,8 +111,6 @@ def _callbacks(
         callbacks.append(EpochLines())
     search = cfg.get("hparams_search") or {}
     if search.get("trial_number") is not None:  # a trial of an Optuna study: report, maybe prune
-        from bench.search import OptunaPruning
-
         callbacks.append(
             OptunaPruning(
                 search.storage,

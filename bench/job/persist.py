@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.confidence.calibration import confidence_and_correct, temperature_scale
+from bench.confidence.selective import aurc
 from bench.io import atomic_save
 from bench.job.build import Job
 from bench.job.execute import Outcome
@@ -45,8 +47,6 @@ def predictions_frame(outputs: dict[str, torch.Tensor]) -> pd.DataFrame | None:
 def add_confidence_metrics(record: RunRecord, predictions: dict, task: str) -> None:
     """AURC of the test outputs, and temperature scaling fitted on val and applied to test
     (ECE/Brier/NLL after scaling as ``*_ts``; the fit in ``evaluations["calibration"]``)."""
-    from bench.evaluate.calibration import confidence_and_correct, temperature_scale
-    from bench.evaluate.selective import aurc
 
     test, val = predictions.get("test"), predictions.get("val")
     if not test or "score" not in test:

@@ -22,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from bench.costs import gmacs, param_counts
 from bench.errors import ConfigError
 from bench.io import atomic_save
 from bench.metrics import classification_metrics
@@ -126,7 +127,6 @@ def run_probe(cfg: DictConfig, record: RunRecord) -> dict:
 
     Returns the per-sample outputs by split for the run folder's files.
     """
-    from bench.costs import gmacs, param_counts
 
     kind = cfg.probe.kind
     if kind not in PROBES:

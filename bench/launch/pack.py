@@ -1,7 +1,7 @@
-"""How many runs to pack onto one GPU, from a measured probe of the sweep's first job.
+"""How many runs to pack onto one GPU, from a measurement of the sweep's first job run alone.
 
 A 28² MedMNIST run leaves a large GPU mostly idle (launch overhead, small kernels), so several
-runs in separate processes share it well. ``choose_k`` probes the first job (its model, batch
+runs in separate processes share it well. ``choose_k`` measures the first job (its model, batch
 size and input shape, random data, a few training steps) for its peak GPU memory and the GPU
 utilisation it reaches alone, and packs ``K = min(memory fit, utilisation headroom, max_jobs,
 CPU cores)`` jobs. CUDA MPS, when its daemon runs, is used by the processes without any change.
@@ -17,13 +17,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.tasks import build_task
+
 log = logging.getLogger("bench.launch")
 
-CONTEXT_MB = 600  # CUDA context and allocator slack per process, beyond the probe's peak
+CONTEXT_MB = 600  # CUDA context and allocator slack per process, beyond the solo peak
 
 
 @dataclass
-class Probe:
+class SoloJobMeasurement:
     """What one job uses alone on the device."""
 
     peak_mem_mb: float
@@ -39,12 +41,10 @@ def mps_active() -> bool:
     return Path(pipe).is_dir() and any(Path(pipe).iterdir())
 
 
-def probe_config(cfg, steps: int = 30) -> Probe:
+def measure_first_job(cfg, steps: int = 30) -> SoloJobMeasurement:
     """Train the job's model on random data of its shape for ``steps`` steps on the GPU."""
     import torch
     from hydra.utils import instantiate
-
-    from bench.tasks import build_task
 
     device = torch.device("cuda")
     datamodule = instantiate(cfg.data)
@@ -94,7 +94,7 @@ def probe_config(cfg, steps: int = 30) -> Probe:
     stop.set()
     watcher.join()
     free, total = torch.cuda.mem_get_info(device)
-    return Probe(
+    return SoloJobMeasurement(
         peak_mem_mb=torch.cuda.max_memory_allocated(device) / 2**20,
         util_pct=sum(samples) / len(samples) if samples else float("nan"),
         step_ms=1000 * elapsed / steps,
@@ -104,22 +104,22 @@ def probe_config(cfg, steps: int = 30) -> Probe:
 
 
 def pack_size(
-    probe: Probe,
+    solo: SoloJobMeasurement,
     max_jobs: int = 8,
     memory_fraction: float = 0.85,
     target_util: float = 90.0,
     cpus: int | None = None,
 ) -> tuple[int, str]:
     """``(K, why)``: as many jobs as fit in memory and leave the GPU below ``target_util``."""
-    per_job = probe.peak_mem_mb + CONTEXT_MB
-    k_mem = max(1, math.floor(memory_fraction * probe.free_mem_mb / per_job))
-    util = probe.util_pct if probe.util_pct == probe.util_pct and probe.util_pct > 0 else None
+    per_job = solo.peak_mem_mb + CONTEXT_MB
+    k_mem = max(1, math.floor(memory_fraction * solo.free_mem_mb / per_job))
+    util = solo.util_pct if solo.util_pct == solo.util_pct and solo.util_pct > 0 else None
     k_util = max(1, math.ceil(target_util / util)) if util else max_jobs
     k_cpu = max(1, cpus or os.cpu_count() or 1)
     k = max(1, min(k_mem, k_util, max_jobs, k_cpu))
     why = (
-        f"one job alone: {probe.peak_mem_mb:.0f} MB peak, {util or float('nan'):.0f}% GPU busy, "
-        f"{probe.step_ms:.1f} ms/step; fits {k_mem} by memory, {k_util} by utilisation, "
+        f"one job alone: {solo.peak_mem_mb:.0f} MB peak, {util or float('nan'):.0f}% GPU busy, "
+        f"{solo.step_ms:.1f} ms/step; fits {k_mem} by memory, {k_util} by utilisation, "
         f"max_jobs {max_jobs}, {k_cpu} CPU cores"
     )
     return k, why

@@ -14,6 +14,10 @@ import time
 
 import numpy as np
 
+from bench.data.medmnist import MedMNISTDataModule
+from bench.metrics import classification_metrics
+from bench.models import build_model
+
 
 def plain_protocol_run(
     flag: str,
@@ -27,10 +31,6 @@ def plain_protocol_run(
     """Train ``model`` (build_model keyword arguments) on ``flag`` the official way."""
     import torch
     import torch.nn.functional as F
-
-    from bench.data.medmnist import MedMNISTDataModule
-    from bench.metrics import classification_metrics
-    from bench.models import build_model
 
     is3d = flag.endswith("3d")
     batch_size = batch_size or (32 if is3d else 128)

@@ -23,6 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.data.medmnist import MedMNISTDataModule
+from bench.job.run import train
+from bench.metrics import classification_metrics
+from bench.models import build_model
+from bench.paths import conf_dir
+from bench.records import load_record
+
 EVAL_BATCH = 256  # harness and raw loop alike; the reference keeps its 128
 # model key -> (conf/model option, extra overrides)
 MODELS = {
@@ -160,10 +167,6 @@ class HarnessRunner(Runner):
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import open_dict
 
-        from bench.paths import conf_dir
-        from bench.records import load_record
-        from bench.train import train
-
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("train", overrides=self.overrides(s), return_hydra_config=True)
@@ -192,7 +195,6 @@ class HarnessRunner(Runner):
 
 
 def _datamodule(s: Setting):
-    from bench.data.medmnist import MedMNISTDataModule
 
     dm = MedMNISTDataModule(
         s.flag,
@@ -215,10 +217,6 @@ class RawRunner(Runner):
         import numpy as np
         import torch
         import torch.nn.functional as F
-
-        from bench.metrics import classification_metrics
-        from bench.models import build_model
-        from bench.paths import conf_dir
 
         torch.manual_seed(s.seed)
         dm = _datamodule(s)
@@ -303,11 +301,6 @@ class ReferenceRunner(Runner):
         import torch.nn.functional as F
         import torchvision.transforms as T
         from torch.utils.data import DataLoader, Subset
-
-        from bench.data.medmnist import MedMNISTDataModule
-        from bench.metrics import classification_metrics
-        from bench.models import build_model
-        from bench.paths import conf_dir
 
         torch.manual_seed(s.seed)
         torch.backends.cudnn.benchmark = False  # the official script's default

@@ -16,6 +16,7 @@ from torch import nn
 from bench.errors import NonFiniteLossError
 from bench.models.transfer import classifier_module_name
 from bench.spec import DataSpec
+from bench.tasks.tta import TTA_MODES, tta_logits
 
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune")
 
@@ -76,8 +77,6 @@ class BaseTask(L.LightningModule):
         tta: str = "none",
     ) -> None:
         super().__init__()
-        from bench.evaluate.tta import TTA_MODES
-
         if tta not in TTA_MODES:
             raise ValueError(f"eval.tta must be one of {TTA_MODES}, got {tta!r}")
         self.tta = tta
@@ -166,8 +165,6 @@ class BaseTask(L.LightningModule):
     def _eval_step(self, stage: str, batch) -> None:
         x, y, idx = batch
         if self.tta != "none" and self.trainer.state.fn != "fit":  # the final evaluation only
-            from bench.evaluate.tta import tta_logits
-
             logits = tta_logits(self, x, self.tta, self.spec.task, self.spec.spatial_dims)
         else:
             logits = self(x)

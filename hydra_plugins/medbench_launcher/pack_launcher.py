@@ -18,19 +18,19 @@ from omegaconf import open_dict
 log = logging.getLogger("bench.launch")
 
 
-def _probe_first_job(hydra_context, config, overrides, singleton_state):
+def _measure_first_job_alone(hydra_context, config, overrides, singleton_state):
     """In a fresh process: compose the first job's config and probe it on the GPU."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import setup_globals
 
-    from bench.launch.pack import probe_config
+    from bench.launch.pack import measure_first_job
 
     setup_globals()
     Singleton.set_state(singleton_state)
     cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     HydraConfig.instance().set_config(cfg)
-    return probe_config(cfg)
+    return measure_first_job(cfg)
 
 
 class PackLauncher(JoblibLauncher):
@@ -65,14 +65,14 @@ class PackLauncher(JoblibLauncher):
         if not torch.cuda.is_available() or not job_overrides:
             log.info("gpu_pack: no GPU; running one job at a time (set hydra.launcher.n_jobs)")
             return 1
-        (probe,) = Parallel(n_jobs=1, backend="loky")(
+        (solo,) = Parallel(n_jobs=1, backend="loky")(
             [
-                delayed(_probe_first_job)(
+                delayed(_measure_first_job_alone)(
                     self.hydra_context, self.config, job_overrides[0], Singleton.get_state()
                 )
             ]
         )
-        k, why = pack_size(probe, self.max_jobs, self.memory_fraction, self.target_util)
+        k, why = pack_size(solo, self.max_jobs, self.memory_fraction, self.target_util)
         log.info(
             "gpu_pack: %d jobs at once (%s)%s", k, why, "; CUDA MPS active" if mps_active() else ""
         )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.metrics import classification_metrics
+from bench.metrics import classification_metrics, scores_from_logits
 
 EPS = 1e-7
 
@@ -21,11 +21,6 @@ EPS = 1e-7
 def logits_from_scores(score: np.ndarray, task: str) -> torch.Tensor:
     p = torch.as_tensor(np.asarray(score), dtype=torch.float64).clamp(EPS, 1 - EPS)
     return torch.log(p / (1 - p)) if task == "multi-label" else torch.log(p)
-
-
-def scores_from_logits(logits: torch.Tensor, task: str) -> np.ndarray:
-    out = torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, dim=1)
-    return out.numpy()
 
 
 def _nll(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
@@ -54,7 +49,7 @@ def fit_temperature(score: np.ndarray, y: np.ndarray, task: str) -> float:
 
 
 def apply_temperature(score: np.ndarray, t: float, task: str) -> np.ndarray:
-    return scores_from_logits(logits_from_scores(score, task) / t, task)
+    return scores_from_logits(logits_from_scores(score, task) / t, task).numpy()
 
 
 @dataclass
