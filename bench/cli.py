@@ -11,11 +11,11 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.errors import BenchError, ConfigError, UnknownOptionError, one_line
 from bench.paths import conf_dir
+from bench.toolkit import version_text
 
 # config groups that are plumbing, not choices a user makes
 HIDDEN_GROUPS = ("local",)
@@ -57,7 +57,8 @@ def help_text(root: Path | None = None) -> str:
         "  bench-train -m hparams_search=bccnn_lr data=pneumoniamnist model=bccnn",
         "",
         "other flags: -v (full tracebacks), --cfg job (print the composed config),",
-        "             --hydra-help (Hydra's own help)",
+        "             --hydra-help (Hydra's own help), --version,",
+        "             -sc install=bash (tab completion of groups and keys in bash)",
     ]
     return "\n".join(lines)
 
@@ -75,7 +76,7 @@ def extra_config_dirs(args: list[str]) -> list[Path]:
 
 def precheck_overrides(args: list[str], root: Path | None = None) -> None:
     """Parse ``key=value`` overrides and check group options exist, before Hydra composes."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # after --help
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
@@ -113,37 +114,6 @@ def precheck_overrides(args: list[str], root: Path | None = None) -> None:
                     f"{group}={value} is not a config in conf/{group}/; valid options: "
                     f"{', '.join(groups[group])}"
                 )
-
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
-def add_device_option(parser) -> None:
-    """The one ``--device`` option every evaluation command takes."""
-    parser.add_argument(
-        "--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda when available"
-    )
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is a
-    one-line error rather than a deep CUDA traceback."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device cpu or auto")
-    return name
-
-
-def exit_code_of(fn: Callable[[], int]) -> int:
-    """Run a command body; a :class:`BenchError` becomes one ``error:`` line and its exit code."""
-    try:
-        return fn()
-    except BenchError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return e.exit_code
 
 
 def _exit_code(outcome: dict | None) -> int:
@@ -195,6 +165,9 @@ def train_cli() -> None:
     if any(a in ("-h", "--help") for a in argv):
         print(help_text())
         return
+    if "--version" in argv:
+        print(version_text("bench-train"))
+        return
     verbose = any(a in ("-v", "--verbose") for a in argv)
     sys.argv = [sys.argv[0], *[a for a in argv if a not in ("-v", "--verbose")]]
     full = verbose or os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -206,7 +179,7 @@ def train_cli() -> None:
     try:
         try:
             precheck_overrides(sys.argv[1:])
-            from bench.train import main
+            from bench.train import main  # here, not at the top: --help needs no torch
 
             main()
         except BenchError as e:
@@ -225,7 +198,7 @@ def train_cli() -> None:
                 raise
             print(f"error: {one_line(mistake)}", file=sys.stderr)
             sys.exit(mistake.exit_code)
-        from bench.sweep import read_outcome
+        from bench.sweep import read_outcome  # imports Hydra's callback API: after --help
 
         code = _exit_code(read_outcome(outcome_file))
     finally:

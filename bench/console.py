@@ -38,6 +38,9 @@ _WARNINGS = (
     (r".*does not have many workers which may be a bottleneck", None),  # batches are in memory
     (r".*The '(val|test|train)_dataloader' does not have many workers", None),
     (r".*Checkpoint directory .* exists and is not empty", None),
+    # bench-export --format torchscript: torch 2.10+ deprecates TorchScript; the format is
+    # offered for runtimes that still read it, and the choice is the user's
+    (r"`torch\.jit\.\w+` is deprecated", None),
 )
 
 

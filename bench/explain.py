@@ -6,8 +6,6 @@ writes ``runs/<run_id>/explain/gradcam.png``; ``bench-report`` embeds it.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,6 @@ from torch import nn
 from bench.errors import ConfigError
 from bench.finished import load_run
 from bench.io import atomic_save
-from bench.toolkit import exit_code_of
 
 
 def last_conv(model: nn.Module) -> nn.Module:
@@ -97,19 +94,7 @@ def explain_run(run_dir: str | Path, n: int = 16, out: str | Path | None = None)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-explain", description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir", required=True, help="runs/<run_id> of a finished 2D classifier")
-    p.add_argument("--n", type=int, default=16, help="test images to explain")
-    p.add_argument("--out", default=None, help="PNG path (default <run-dir>/explain/gradcam.png)")
-    args = p.parse_args(argv)
-
-    def run() -> int:
-        print(f"wrote {explain_run(args.run_dir, args.n, args.out)}")
-        return 0
-
-    return exit_code_of(run)
-
-
-def cli() -> None:
-    sys.exit(main())
+def run(args) -> int:
+    """The body of ``bench-explain`` (its options: :mod:`bench.commands.explain`)."""
+    print(f"wrote {explain_run(args.run_dir, args.n, args.out)}")
+    return 0

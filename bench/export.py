@@ -13,9 +13,7 @@ outputs must equal PyTorch's within 1e-4, or the command fails.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +22,9 @@ from torch import nn
 
 from bench.board import board_from_records
 from bench.board.reference import run_protocol
+from bench.console import install_noise_filters
 from bench.errors import ConfigError
 from bench.finished import Run, load_run
-from bench.toolkit import exit_code_of
 
 TOLERANCE = 1e-4
 
@@ -230,24 +228,13 @@ def model_card(record, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-export", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", help="a finished run folder (runs/<run_id>)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
-    p.add_argument("--out", default=None, help="output folder (default <run_dir>/export)")
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        meta = export(Path(args.run_dir), args.format, Path(args.out) if args.out else None)
-        print(
-            f"exported {meta['format']} model: max |exported - PyTorch| = "
-            f"{meta['check']['max_abs_diff_vs_pytorch']:.2e} over {meta['check']['samples']} "
-            f"test images; wrote {meta['file']}, model.json, MODEL_CARD.md"
-        )
-        return 0
-
-    return exit_code_of(body)
-
-
-def cli() -> None:
-    sys.exit(main())
+def run(args) -> int:
+    """The body of ``bench-export`` (its options: :mod:`bench.commands.export`)."""
+    install_noise_filters()
+    meta = export(Path(args.run_dir), args.format, Path(args.out) if args.out else None)
+    print(
+        f"exported {meta['format']} model: max |exported - PyTorch| = "
+        f"{meta['check']['max_abs_diff_vs_pytorch']:.2e} over {meta['check']['samples']} "
+        f"test images; wrote {meta['file']}, model.json, MODEL_CARD.md"
+    )
+    return 0

@@ -9,12 +9,10 @@ in one line instead of stopping the report.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from bench.board.compare import rank_test  # noqa: E402
 from bench.board.frame import default_metric  # noqa: E402
 from bench.confidence.calibration import confidence_and_correct, reliability_bins  # noqa: E402
 from bench.confidence.selective import aurc, risk_coverage  # noqa: E402
+from bench.errors import ConfigError  # noqa: E402
 from bench.io import atomic_write_text  # noqa: E402
 from bench.metrics import dice_iou_from_overlaps
 from bench.records import RunRecord, RunStore, now_iso  # noqa: E402
@@ -547,22 +546,10 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-report", description=__doc__.splitlines()[0])
-    p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--out", default="report.html")
-    p.add_argument("--title", default="medbench report")
-    args = p.parse_args(argv)
+def run(args) -> int:
+    """The body of ``bench-report`` (its options: :mod:`bench.commands.report`)."""
     if not Path(args.runs_dir).is_dir():
-        print(
-            f"error: run store {args.runs_dir} does not exist; run bench-train first",
-            file=sys.stderr,
-        )
-        return 2
+        raise ConfigError(f"run store {args.runs_dir} does not exist; run bench-train first")
     path = build_report(args.runs_dir, args.out, args.title)
     print(f"wrote {path.resolve()}")
     return 0
-
-
-def cli() -> None:
-    sys.exit(main())

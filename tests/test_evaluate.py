@@ -10,8 +10,8 @@ from bench.confidence.calibration import (
     fit_temperature,
     temperature_scale,
 )
-from bench.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruptions_for
 from bench.confidence.selective import aurc, risk_coverage
+from bench.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruptions_for
 from bench.metrics import classification_metrics
 from bench.train import train
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.board import BOOTSTRAP_RESAMPLES, board_from_records
+from bench.board import board_from_records
 from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
-from bench.board.terminal import blank_missing
 from bench.board.notes import render_notes
 from bench.board.outputs import write_csv, write_outputs, write_provenance
-from bench.cli import exit_code_of
+from bench.board.terminal import blank_missing
 from bench.errors import ConfigError
 from bench.io import atomic_write_text
 from bench.metrics import CLASSIFICATION_METRICS
@@ -45,62 +44,6 @@ PRINT_COLUMNS = [
     "ref_auc",
     "delta_auc",
 ]
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench-leaderboard", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--runs-dir", nargs="+", default=["runs"], help="run store(s) to read (default: runs)"
-    )
-    p.add_argument("--out", default=None, help="output folder (default: results/ or results/NAME)")
-    p.add_argument("--name", default=None, help="study name: writes results/NAME/")
-    p.add_argument(
-        "--metric",
-        default=None,
-        help="ranking metric (default: test_auc; test_dice for segmentation)",
-    )
-    p.add_argument("--reference", action="store_true", help="add MedMNIST v2 paper deltas")
-    p.add_argument(
-        "--n-boot",
-        type=int,
-        default=BOOTSTRAP_RESAMPLES,
-        help=f"bootstrap resamples (0: no CIs; default {BOOTSTRAP_RESAMPLES}, as bench-report)",
-    )
-    p.add_argument(
-        "--ci-metrics",
-        default=None,
-        help="comma list of test metrics to bootstrap, or 'all' (default auc,acc; dice,iou)",
-    )
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired test of two models")
-    p.add_argument("--compare-all", action="store_true", help="every pair, Holm-corrected")
-    p.add_argument("--rank-test", action="store_true", help="Friedman/Nemenyi + CD diagram")
-    p.add_argument("--ensembles", action="store_true", help="add seed/fold ensemble rows")
-    p.add_argument(
-        "--dataset",
-        nargs="+",
-        default=None,
-        help="only these datasets (e.g. retinamnist adrenalmnist3d_64); --compare: the one",
-    )
-    p.add_argument(
-        "--where",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="only runs whose config has these values (e.g. data.cv.folds=5 model.name=bccnn)",
-    )
-    p.add_argument("--publish", action="store_true", help="write a provenance README too")
-    p.add_argument(
-        "--recipe", default=None, help="with --publish: the command that trained the runs"
-    )
-    p.add_argument("--notes", default=None, help="with --publish: a Markdown file of study notes")
-    p.add_argument("--wandb", action="store_true", help="log the table to a W&B aggregate run")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return exit_code_of(lambda: run(args, sys.argv[1:] if argv is None else argv))
 
 
 def _ci_metrics(value: str | None) -> list[str] | None:
@@ -297,7 +240,3 @@ def log_to_wandb(table: pd.DataFrame, groups: set, out: Path, project: str = "me
         run.log({"leaderboard": wandb.Table(dataframe=shown)})
     finally:
         wandb.finish()
-
-
-def cli() -> None:
-    sys.exit(main())

@@ -17,7 +17,6 @@ so the record keeps the unnormalised values. The results go into the run record
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from bench.evaluate.corruptions import (
 from bench.finished import Run
 from bench.metrics import classification_metrics
 from bench.records import RunRecord, RunStore, load_runs
-from bench.toolkit import add_device_option, exit_code_of, resolve_device
+from bench.toolkit import resolve_device
 
 log = logging.getLogger("bench.robust")
 METRICS = ("acc", "auc", "balanced_acc")
@@ -158,66 +157,42 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
     return agg.reset_index()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-robust", description=__doc__.splitlines()[0])
-    p.add_argument("--runs-dir", default=None, help="every finished 2D classifier in this store")
-    p.add_argument("--run-dir", nargs="*", default=[], help="these run folders")
-    p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    add_device_option(p)
-    p.add_argument(
-        "--out",
-        default=None,
-        help="robustness table CSV, and OUT_summary.csv (mean BE/RBE per row) beside it",
-    )
-    p.add_argument("--force", action="store_true", help="re-evaluate runs that have results")
-    p.add_argument("--dataset", nargs="+", default=None, help="only runs on these datasets")
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        device = resolve_device(args.device)
-        if any(s not in range(0, 6) for s in args.severities):
-            raise ConfigError("--severities are 0 (clean) to 5")
-        records = [
-            r
-            for r in load_runs(args.run_dir, args.runs_dir)
-            if r.done
-            and r.kind == "classification"
-            and (r.spec or {}).get("spatial_dims") == 2
-            and (not args.dataset or r.dataset in args.dataset)
-        ]
-        if not records:
-            raise ConfigError("no finished 2D classification runs to evaluate")
-        cache: dict = {}
-        for r in records:
-            if (r.evaluations or {}).get("robustness") and not args.force:
-                continue
-            try:
-                r.evaluations["robustness"] = evaluate_run(r, tuple(args.severities), device, cache)
-            except ConfigError as e:  # one run without a checkpoint must not stop the others
-                print(f"{r.run_id}: skipped: {e}", file=sys.stderr)
-                continue
-            RunStore(r.dir.parent).write(r)
-            rob = r.evaluations["robustness"]
-            print(
-                f"{r.run_id}: clean balanced error {rob['clean']['balanced_error']:.3f}, "
-                f"mean BE {rob['mean_be']:.3f}, mean RBE {rob['mean_rbe']:+.3f} over "
-                f"{len(rob['be'])} corruptions x {len(args.severities)} severities"
-            )
-        if args.out:
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            robustness_table(records).to_csv(out, index=False, float_format="%.5g")
-            summary = out.with_name(out.stem + "_summary.csv")
-            summary_table(records).to_csv(summary, index=False, float_format="%.5g")
-            print(f"wrote {out} (per corruption x severity) and {summary} (per run row)")
-        return 0
-
-    return exit_code_of(body)
-
-
-def cli() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    cli()
+def run(args) -> int:
+    """The body of ``bench-robust`` (its options: :mod:`bench.commands.robust`)."""
+    device = resolve_device(args.device)
+    if any(s not in range(0, 6) for s in args.severities):
+        raise ConfigError("--severities are 0 (clean) to 5")
+    records = [
+        r
+        for r in load_runs(args.run_dir, args.runs_dir)
+        if r.done
+        and r.kind == "classification"
+        and (r.spec or {}).get("spatial_dims") == 2
+        and (not args.dataset or r.dataset in args.dataset)
+    ]
+    if not records:
+        raise ConfigError("no finished 2D classification runs to evaluate")
+    cache: dict = {}
+    for r in records:
+        if (r.evaluations or {}).get("robustness") and not args.force:
+            continue
+        try:
+            r.evaluations["robustness"] = evaluate_run(r, tuple(args.severities), device, cache)
+        except ConfigError as e:  # one run without a checkpoint must not stop the others
+            print(f"{r.run_id}: skipped: {e}", file=sys.stderr)
+            continue
+        RunStore(r.dir.parent).write(r)
+        rob = r.evaluations["robustness"]
+        print(
+            f"{r.run_id}: clean balanced error {rob['clean']['balanced_error']:.3f}, "
+            f"mean BE {rob['mean_be']:.3f}, mean RBE {rob['mean_rbe']:+.3f} over "
+            f"{len(rob['be'])} corruptions x {len(args.severities)} severities"
+        )
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        robustness_table(records).to_csv(out, index=False, float_format="%.5g")
+        summary = out.with_name(out.stem + "_summary.csv")
+        summary_table(records).to_csv(summary, index=False, float_format="%.5g")
+        print(f"wrote {out} (per corruption x severity) and {summary} (per run row)")
+    return 0

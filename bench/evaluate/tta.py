@@ -12,8 +12,6 @@ run's record (``evaluations.tta``), as every after-the-fact evaluation does.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from bench.console import install_noise_filters
@@ -22,7 +20,7 @@ from bench.finished import load_run
 from bench.records import RunStore, now_iso
 from bench.tasks import build_task
 from bench.tasks.tta import TTA_MODES, views
-from bench.toolkit import add_device_option, exit_code_of, resolve_device
+from bench.toolkit import resolve_device
 
 
 def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
@@ -64,27 +62,15 @@ def tta_run(run_dir: Path, mode: str = "flips", device: str = "cpu"):
     return base
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-tta", description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir", nargs="+", required=True, help="finished run folders")
-    p.add_argument("--tta", default="flips", choices=["identity", "flips"])
-    add_device_option(p)
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        for d in args.run_dir:
-            rec = tta_run(Path(d), args.tta, resolve_device(args.device))
-            metric = "dice" if rec.kind == "segmentation" else "auc"
-            got = rec.evaluations["tta"][args.tta]
-            print(
-                f"{rec.run_id}: test {metric} {got['test'].get(metric):.4f} with {args.tta} TTA "
-                f"({got['views']} views; without: {rec.test.get(metric):.4f}); stored in "
-                f"{rec.path} under evaluations.tta.{args.tta}"
-            )
-        return 0
-
-    return exit_code_of(body)
-
-
-def cli() -> None:
-    sys.exit(main())
+def run(args) -> int:
+    """The body of ``bench-tta`` (its options: :mod:`bench.commands.tta`)."""
+    for d in args.run_dir:
+        rec = tta_run(Path(d), args.tta, resolve_device(args.device))
+        metric = "dice" if rec.kind == "segmentation" else "auc"
+        got = rec.evaluations["tta"][args.tta]
+        print(
+            f"{rec.run_id}: test {metric} {got['test'].get(metric):.4f} with {args.tta} TTA "
+            f"({got['views']} views; without: {rec.test.get(metric):.4f}); stored in "
+            f"{rec.path} under evaluations.tta.{args.tta}"
+        )
+    return 0

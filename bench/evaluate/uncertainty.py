@@ -11,7 +11,6 @@ Results go into ``evaluations.mc_dropout`` of each record.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -23,7 +22,7 @@ from bench.errors import ConfigError
 from bench.finished import Run
 from bench.metrics import classification_metrics, hard_predictions
 from bench.records import RunRecord, RunStore, load_runs
-from bench.toolkit import add_device_option, exit_code_of, resolve_device
+from bench.toolkit import resolve_device
 
 
 def has_dropout(model: torch.nn.Module) -> bool:
@@ -75,40 +74,25 @@ def mc_dropout(record: RunRecord, samples: int = 20, device: str = "cpu", seed: 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-uncertainty", description=__doc__.splitlines()[0])
-    p.add_argument("--runs-dir", default=None)
-    p.add_argument("--run-dir", nargs="*", default=[])
-    p.add_argument("--samples", type=int, default=20)
-    add_device_option(p)
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        device = resolve_device(args.device)
-        records = [
-            r
-            for r in load_runs(args.run_dir, args.runs_dir)
-            if r.done and r.kind == "classification"
-        ]
-        if not records:
-            raise ConfigError("no finished classification runs to evaluate")
-        for r in records:
-            try:
-                r.evaluations["mc_dropout"] = mc_dropout(r, args.samples, device)
-            except ConfigError as e:
-                print(f"{r.run_id}: skipped: {e}", file=sys.stderr)
-                continue
-            RunStore(r.dir.parent).write(r)
-            mc = r.evaluations["mc_dropout"]
-            print(
-                f"{r.run_id}: MC-dropout x{args.samples} test AUC {mc['test']['auc']:.4f} "
-                f"(plain {r.test.get('auc', float('nan')):.4f}); AURC softmax "
-                f"{mc['aurc_softmax']:.4f}, mutual information {mc['aurc_mutual_info']:.4f}"
-            )
-        return 0
-
-    return exit_code_of(body)
-
-
-def cli() -> None:
-    sys.exit(main())
+def run(args) -> int:
+    """The body of ``bench-uncertainty`` (its options: :mod:`bench.commands.uncertainty`)."""
+    device = resolve_device(args.device)
+    records = [
+        r for r in load_runs(args.run_dir, args.runs_dir) if r.done and r.kind == "classification"
+    ]
+    if not records:
+        raise ConfigError("no finished classification runs to evaluate")
+    for r in records:
+        try:
+            r.evaluations["mc_dropout"] = mc_dropout(r, args.samples, device)
+        except ConfigError as e:
+            print(f"{r.run_id}: skipped: {e}", file=sys.stderr)
+            continue
+        RunStore(r.dir.parent).write(r)
+        mc = r.evaluations["mc_dropout"]
+        print(
+            f"{r.run_id}: MC-dropout x{args.samples} test AUC {mc['test']['auc']:.4f} "
+            f"(plain {r.test.get('auc', float('nan')):.4f}); AURC softmax "
+            f"{mc['aurc_softmax']:.4f}, mutual information {mc['aurc_mutual_info']:.4f}"
+        )
+    return 0
