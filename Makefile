@@ -31,6 +31,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check bench tests scripts
 	$(BIN)/ruff format --check bench tests scripts
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format bench tests scripts
@@ -38,20 +39,20 @@ format: install
 
 # the published CPU table (results/speed/): about an hour on 2 cores
 speed: install
-	$(BIN)/python scripts/bench_speed.py --models bccnn mobilenetv2 resnet50 --reps 3 --precisions 32
-	$(BIN)/python scripts/bench_speed.py --models resnet18_ss --reps 2 --precisions 32 --append
+	$(BIN)/bench-speed grid --models bccnn mobilenetv2 resnet50 --reps 3 --precisions 32
+	$(BIN)/bench-speed grid --models resnet18_ss --reps 2 --precisions 32 --append
 
 # the GPU tables (results/speed/gpu/): harness/raw/reference with a profile, the projection of the
 # full MedMNIST 2D protocol, K runs packed per GPU
 speed-gpu: install
-	$(BIN)/python scripts/bench_speed.py --device cuda --models bccnn resnet18_ss resnet50_ss \
+	$(BIN)/bench-speed grid --device cuda --models bccnn resnet18_ss resnet50_ss \
 	  --precisions 32 bf16_cl --reps 3 --epochs 3 --out results/speed/gpu \
 	  --torch-profile results/speed/gpu/profile_harness_bccnn_h100.txt
-	$(BIN)/python scripts/bench_speed.py --device cuda --methods harness raw --models bccnn resnet18_ss \
+	$(BIN)/bench-speed grid --device cuda --methods harness raw --models bccnn resnet18_ss \
 	  --precisions 32 --batch-scales 1 4 8 --reps 2 --epochs 3 --out results/speed/gpu/batch
-	$(BIN)/python scripts/bench_speed.py --device cuda --project medmnist2d \
+	$(BIN)/bench-speed project medmnist2d --device cuda \
 	  --models resnet18_ss resnet50_ss --precisions 32 --epochs 2 --out results/speed/gpu
-	$(BIN)/python scripts/bench_speed.py --device cuda --pack 1 2 4 8 --pack-jobs 8 \
+	$(BIN)/bench-speed pack 1 2 4 8 --device cuda --pack-jobs 8 \
 	  --models resnet18_ss --precisions 32 --epochs 2 --out results/speed/gpu
 
 # the published studies (results/<study>/): train what is missing, then aggregate; resumable

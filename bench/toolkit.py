@@ -21,8 +21,8 @@ def version_text(prog: str) -> str:
 
     try:
         v = version("medbench")
-    except PackageNotFoundError:
-        from bench import __version__ as v
+    except PackageNotFoundError:  # a checkout that was never installed
+        v = "not installed"
     return f"{prog} (medbench {v})"
 
 

@@ -26,7 +26,7 @@ study() {  # $1 = name, rest = overrides
 }
 study 3d data=adrenalmnist3d model=cnn3d hydra.launcher.n_jobs=3 seed=$SEEDS &
 B=$!
-( timeout $(( $(left) - 90 )) $PY scripts/bench_speed.py --plain-protocol retinamnist \
+( timeout $(( $(left) - 90 )) $PY -m bench.commands.speed protocol retinamnist \
     --model paper_resnet18 --seeds ${SEEDS//,/ } --protocol-epochs $EPOCHS \
     --device $([ "$DEVICE" = gpu ] && echo cuda || echo cpu) --out "$WORK/plain" > "$WORK/plain.log" 2>&1;
   stamp "plain protocol loop finished (exit $?)" ) &

@@ -112,12 +112,15 @@ def test_the_console_scripts_are_installed():
         "bench-tta",
         "bench-uncertainty",
         "bench-export",
+        "bench-predict",
+        "bench-data",
+        "bench-speed",
     ):
         assert (BIN / name).exists(), name
 
 
 @pytest.mark.parametrize(
-    "module", ["bench.evaluate.robust", "bench.evaluate.tta", "bench.evaluate.uncertainty"]
+    "module", ["bench.commands.robust", "bench.commands.tta", "bench.commands.uncertainty"]
 )
 def test_evaluation_commands_share_one_device_option(module, tmp_path, capsys):
     import importlib

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from bench.board import board_from_records, build_board
 from bench.board.aggregate import rank
-from bench.board.cli import main
 from bench.board.compare import compare_all, compare_pair, rank_test
+from bench.commands.leaderboard import main
 from bench.records import (
     Cost,
     Env,

@@ -14,14 +14,13 @@ from bench.speed.projection import Rates, project, split_sizes, totals
 
 from conftest import PNEUMONIA, ROOT, needs_pneumonia, run_cli
 
-SCRIPT = ROOT / "scripts" / "bench_speed.py"
+SPEED = [sys.executable, "-m", "bench.commands.speed"]
 
 
 def _speed():
-    sys.path.insert(0, str(SCRIPT.parent))
-    import bench_speed
+    from bench.speed import modes
 
-    return bench_speed
+    return modes
 
 
 def test_summary_drops_warmup_takes_medians_and_ratios():
@@ -54,12 +53,12 @@ def test_aggregate_from_a_missing_or_empty_log_is_one_line(tmp_path, content):
     if content is not None:
         src.write_text(content)
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--aggregate-from", str(src), "--out", str(tmp_path / "o")],
+        [*SPEED, "aggregate", str(src), "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith("error: --aggregate-from")
+    assert proc.stderr.strip().startswith("error: ConfigError: bench-speed aggregate")
 
 
 def test_projection_arithmetic_by_hand():
@@ -145,8 +144,8 @@ def test_tiny_measured_run_writes_every_method(tmp_path):
     out = tmp_path / "speed"
     proc = subprocess.run(
         [
-            sys.executable,
-            str(SCRIPT),
+            *SPEED,
+            "grid",
             "--data-dir",
             str(PNEUMONIA.parent),
             "--models",
@@ -232,14 +231,16 @@ def test_batch_scaling_rules_and_the_accuracy_check_by_hand():
 def test_every_bench_speed_command_in_the_makefile_parses():
     import shlex
 
+    from bench.commands.speed import parser
+
     text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
     commands = [
-        line.split("bench_speed.py", 1)[1] for line in text.splitlines() if "bench_speed.py" in line
+        line.split("bench-speed", 1)[1] for line in text.splitlines() if "bench-speed " in line
     ]
     assert len(commands) >= 5
     for args in commands:
-        speed = _speed().parse(shlex.split(args.replace("$(BIN)", "")))
-        assert speed.models, args
+        speed = parser().parse_args(shlex.split(args.replace("$(BIN)", "")))
+        assert speed.models and speed.mode in ("grid", "pack", "project"), args
 
 
 def test_a_training_rate_that_counted_warmup_is_capped_by_the_steady_epoch():

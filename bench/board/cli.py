@@ -139,15 +139,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         )
     if args.wandb:
         log_to_wandb(table, {r.sweep_group for r in board.records.values() if r.done}, out)
-    show = [c for c in PRINT_COLUMNS if c in table and table[c].notna().any()]
-    show[4:4] = [c for c in table.attrs.get("varying", []) if c in table]
     with pd.option_context(
         "display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format
     ):
-        shown = blank_missing(table[show], table.attrs.get("varying", []))
-        print(shown.to_string(index=False, na_rep=""))
+        print(printed_table(table).to_string(index=False, na_rep=""))
     print(f"wrote {written[0]} ({len(table)} rows)")
     return 0
+
+
+def printed_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns bench-leaderboard prints: rank, dataset, model, the config values that vary
+    between rows, runs, the ranking metric with its spread, size and cost."""
+    show = [c for c in PRINT_COLUMNS if c in table and table[c].notna().any()]
+    show[4:4] = [c for c in table.attrs.get("varying", []) if c in table]
+    return blank_missing(table[show], table.attrs.get("varying", []))
 
 
 def hydra_value(value) -> str:

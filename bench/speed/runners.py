@@ -221,7 +221,7 @@ class RawRunner(Runner):
         torch.manual_seed(s.seed)
         dm = _datamodule(s)
         spec = dm.spec
-        model_cfg = _model_options(MODELS[s.model][0], conf_dir())
+        model_cfg = model_options(MODELS[s.model][0], conf_dir())
         precision, cl, compile_mode = PRECISIONS[s.precision]
         torch.backends.cudnn.benchmark = s.device == "cuda"
         net = build_model(spec=spec, **model_cfg).to(s.device)
@@ -280,7 +280,7 @@ class RawRunner(Runner):
         return summarise_epochs([epoch() for _ in range(s.epochs)], len(va["x"]))
 
 
-def _model_options(option: str, conf: Path) -> dict:
+def model_options(option: str, conf: Path) -> dict:
     """A conf/model YAML as build_model keyword arguments (minus Hydra's ``_target_``)."""
     import yaml
 
@@ -316,7 +316,7 @@ class ReferenceRunner(Runner):
             pick = np.random.default_rng(s.seed).choice(len(train_set), s.train_limit, False)
             train_set = Subset(train_set, pick)
         spec = MedMNISTDataModule(s.flag, root=s.data_dir, download=False).spec
-        net = build_model(spec=spec, **_model_options(MODELS[s.model][0], conf_dir())).to(s.device)
+        net = build_model(spec=spec, **model_options(MODELS[s.model][0], conf_dir())).to(s.device)
         opt = torch.optim.Adam(net.parameters(), lr=s.lr)
         loader = DataLoader(train_set, batch_size=128, shuffle=True)
 

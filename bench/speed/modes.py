@@ -1,23 +1,14 @@
-#!/usr/bin/env python
-"""Speed of the harness against a raw PyTorch loop and the official MedMNIST pipeline.
-
-The methods are runner classes in ``bench.speed.runners``; this script picks the cells, repeats
-them with the method order rotated, and writes the tables.
-
-    python scripts/bench_speed.py --models bccnn resnet18_ss --reps 3          # the table
-    python scripts/bench_speed.py --device cuda --epochs 3 --out results/speed/gpu
-    python scripts/bench_speed.py --device cuda --methods harness raw --batch-scales 1 4 8
-    python scripts/bench_speed.py --pack 1 2 4 8 --device cuda                  # K runs at once
-    python scripts/bench_speed.py --project medmnist2d --device cuda            # hours projected
-    python scripts/bench_speed.py --plain-protocol retinamnist --model paper_resnet18 --seeds 0 1 2
-    python scripts/bench_speed.py --aggregate-from results/speed/speed_reps.csv
+"""The modes of ``bench-speed``: the harness against a raw PyTorch loop and the official MedMNIST
+pipeline (``grid``), K runs packed on one device (``pack``), the hours of a full protocol
+(``project``), the plain-PyTorch protocol loop (``protocol``) and re-summarising saved
+repetitions (``aggregate``). The methods are runner classes in :mod:`bench.speed.runners`; the
+options are in :mod:`bench.commands.speed`.
 
 Data: PneumoniaMNIST from ``$MEDBENCH_DATA_DIR/medmnist`` (or ``--data-dir``).
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -29,10 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import torch
+from medmnist import INFO
 
-from bench.speed.runners import MODELS, PRECISIONS, RUNNERS, Setting, measure  # noqa: E402
+from bench.errors import ConfigError
+from bench.paths import conf_dir
+from bench.records import cpu_name
+from bench.speed.projection import Rates, split_sizes, totals
+from bench.speed.projection import project as project_hours
+from bench.speed.protocol_loop import plain_protocol_run
+from bench.speed.runners import MODELS, PRECISIONS, RUNNERS, Setting, measure, model_options
+from bench.toolkit import resolve_device
 
 BASE_BATCH, BASE_LR = 128, 1e-3  # the MedMNIST v2 recipe
 FACTS = ("epochs", "train_images", "device", "cpu_threads", "machine", "torch")
@@ -43,9 +43,6 @@ def default_data_dir() -> str:
 
 
 def machine_facts(device: str) -> dict:
-    import torch
-
-    from bench.records import cpu_name
 
     name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
     return {
@@ -59,7 +56,6 @@ def machine_facts(device: str) -> dict:
 
 def summarise(reps, warmup: int = 0):
     """Median per (model, method, precision) after dropping warm-up repetitions; ratios."""
-    import pandas as pd
 
     df = reps[reps["rep"] >= warmup] if "rep" in reps else reps
     if "error" in df:
@@ -136,7 +132,6 @@ def scaled_lr(lr: float, scale: int, rule: str) -> float:
 
 
 def grid(args) -> int:
-    import pandas as pd
 
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -218,17 +213,8 @@ def grid(args) -> int:
     return 0
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def pack(args) -> int:
     """The same sweep with K = 1, 2, 4, 8 jobs at once on one device: aggregate images/s."""
-    import pandas as pd
 
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -267,7 +253,7 @@ def pack(args) -> int:
 
             t0 = time.perf_counter()
             with gpu_monitor(device) as gpu:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
             from bench.records import RunStore
 
@@ -310,8 +296,6 @@ def pack(args) -> int:
 def synthetic_medmnist(root: Path, flag: str, seed: int = 0) -> Path:
     """An npz with the official split sizes and shapes of ``flag``, random pixels and labels
     (timing needs the real sizes, not the real images)."""
-    import numpy as np
-    from medmnist import INFO
 
     info = INFO[flag]
     rng = np.random.default_rng(seed)
@@ -328,10 +312,6 @@ def synthetic_medmnist(root: Path, flag: str, seed: int = 0) -> Path:
 
 def project(args) -> int:
     """Measure rates on a synthetic dataset of real size, then project the 2D protocol."""
-    import pandas as pd
-
-    from bench.speed.projection import Rates, split_sizes, totals
-    from bench.speed.projection import project as project_hours
 
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -381,16 +361,11 @@ def project(args) -> int:
 
 
 def plain_protocol(args) -> int:
-    import pandas as pd
-
-    from bench.paths import conf_dir
-    from bench.speed.protocol_loop import plain_protocol_run
-    from bench.speed.runners import _model_options
 
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    options = _model_options(args.model, conf_dir())
+    options = model_options(args.model, conf_dir())
     rows = []
     for seed in args.seeds:
         row = plain_protocol_run(
@@ -408,20 +383,17 @@ def plain_protocol(args) -> int:
 
 
 def aggregate(args) -> int:
-    import pandas as pd
 
     src = Path(args.aggregate_from)
     if not src.is_file():
-        print(f"error: --aggregate-from {src}: no such file", file=sys.stderr)
-        return 2
+        raise ConfigError(f"bench-speed aggregate {src}: no such file")
     if src.suffix == ".csv":
         reps = pd.read_csv(src, dtype={"precision": str})
     else:
         lines = [json.loads(x) for x in src.read_text().splitlines() if x.strip().startswith("{")]
         reps = pd.DataFrame(lines)
     if reps.empty or "epoch_time_s" not in reps:
-        print(f"error: --aggregate-from {src}: no measured rows in it", file=sys.stderr)
-        return 2
+        raise ConfigError(f"bench-speed aggregate {src}: no measured rows in it")
     summary = summarise(reps, args.warmup_reps or 0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -429,70 +401,3 @@ def aggregate(args) -> int:
     (out / "speed.md").write_text(markdown(summary))
     print(markdown(summary))
     return 0
-
-
-def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=default_data_dir())
-    p.add_argument("--flag", default="pneumoniamnist")
-    p.add_argument(
-        "--models", nargs="+", default=["bccnn", "resnet18_ss", "resnet50_ss"], choices=list(MODELS)
-    )
-    p.add_argument("--methods", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
-    p.add_argument("--precisions", nargs="+", default=["32", "bf16_cl"], choices=list(PRECISIONS))
-    p.add_argument(
-        "--batch-scales",
-        nargs="+",
-        type=int,
-        default=[1],
-        metavar="S",
-        help=f"train batch {BASE_BATCH} x S with the LR scaled (harness and raw loop)",
-    )
-    p.add_argument("--lr-scaling", choices=["sqrt", "linear"], default="sqrt")
-    p.add_argument("--reps", type=int, default=3, help="measured repetitions per cell")
-    p.add_argument(
-        "--warmup-reps",
-        type=int,
-        default=None,
-        help="unreported repetitions first (default: 1 on a GPU, 0 on the CPU)",
-    )
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "results/speed"))
-    p.add_argument("--append", action="store_true")
-    p.add_argument(
-        "--torch-profile",
-        metavar="FILE",
-        help="also profile one harness epoch of the first model (torch.profiler)",
-    )
-    p.add_argument("--aggregate-from")
-    p.add_argument("--pack", nargs="+", type=int, metavar="K")
-    p.add_argument("--pack-jobs", type=int, default=8, help="jobs in the --pack sweep")
-    p.add_argument("--project", choices=["medmnist2d"])
-    p.add_argument("--project-flag", default="bloodmnist", help="dataset whose sizes are timed")
-    p.add_argument("--packing-from", help="pack.csv whose best speed-up the projection applies")
-    p.add_argument("--rates-from", help="project from rows measured before (JSON lines)")
-    p.add_argument("--plain-protocol", metavar="FLAG")
-    p.add_argument("--model", default="paper_resnet18", help="conf/model option (plain protocol)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--protocol-epochs", type=int, default=100)
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse(argv)
-    if args.aggregate_from:
-        return aggregate(args)
-    if args.pack:
-        return pack(args)
-    if args.project:
-        return project(args)
-    if args.plain_protocol:
-        return plain_protocol(args)
-    return grid(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

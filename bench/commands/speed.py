@@ -1,0 +1,119 @@
+"""``bench-speed``: the harness's speed against a raw loop and the official pipeline, measured
+side by side (``grid``), K runs on one device (``pack``), full-protocol hours (``project``), the
+plain-PyTorch protocol loop (``protocol``) and saved repetitions re-summarised (``aggregate``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bench.commands._common import exit_with, new_parser, run_tool
+from bench.toolkit import add_device_option
+
+EXAMPLES = """examples:
+  bench-speed grid --models bccnn resnet18_ss --reps 3            # results/speed/ table
+  bench-speed grid --device cuda --epochs 3 --out results/speed/gpu
+  bench-speed grid --device cuda --methods harness raw --batch-scales 1 4 8
+  bench-speed pack 1 2 4 8 --device cuda                           # K runs at once
+  bench-speed project medmnist2d --device cuda                     # hours of the protocol
+  bench-speed protocol retinamnist --model paper_resnet18 --seeds 0 1 2
+  bench-speed aggregate results/speed/speed_reps.csv"""
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every mode takes."""
+    p = argparse.ArgumentParser(add_help=False)
+    default_dir = str(Path(os.environ.get("MEDBENCH_DATA_DIR", "data")) / "medmnist")
+    p.add_argument("--data-dir", default=default_dir, help="folder of MedMNIST npz files")
+    p.add_argument("--flag", default="pneumoniamnist", help="MedMNIST dataset timed")
+    p.add_argument("--models", nargs="+", default=["bccnn", "resnet18_ss", "resnet50_ss"])
+    p.add_argument("--methods", nargs="+", default=["harness", "raw", "reference"])
+    p.add_argument("--precisions", nargs="+", default=["32", "bf16_cl"])
+    p.add_argument("--reps", type=int, default=3, help="measured repetitions per cell")
+    p.add_argument(
+        "--warmup-reps",
+        type=int,
+        default=None,
+        help="unreported repetitions first (default: 1 on a GPU, 0 on the CPU)",
+    )
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    add_device_option(p)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--out", default="results/speed", help="folder of the tables")
+    return p
+
+
+def parser():
+    p = new_parser("bench-speed", __doc__.split(": ", 1)[1].replace("\n", " "), EXAMPLES)
+    sub = p.add_subparsers(dest="mode", required=True)
+    common = _common()
+    grid = sub.add_parser("grid", parents=[common], help="models x methods x precisions")
+    grid.add_argument(
+        "--batch-scales",
+        nargs="+",
+        type=int,
+        default=[1],
+        metavar="S",
+        help="train batch 128 x S with the LR scaled (harness and raw loop)",
+    )
+    grid.add_argument("--lr-scaling", choices=["sqrt", "linear"], default="sqrt")
+    grid.add_argument("--append", action="store_true", help="add to the saved repetitions")
+    grid.add_argument(
+        "--torch-profile",
+        metavar="FILE",
+        help="also profile one harness epoch of the first model (torch.profiler)",
+    )
+    pack = sub.add_parser("pack", parents=[common], help="K runs at once on one device")
+    pack.add_argument("pack", nargs="+", type=int, metavar="K")
+    pack.add_argument("--pack-jobs", type=int, default=8, help="jobs in the packed sweep")
+    project = sub.add_parser("project", parents=[common], help="hours of a full protocol")
+    project.add_argument("project", choices=["medmnist2d"])
+    project.add_argument(
+        "--project-flag", default="bloodmnist", help="dataset whose sizes are timed"
+    )
+    project.add_argument("--packing-from", help="pack.csv whose best speed-up is applied")
+    project.add_argument("--rates-from", help="project from rows measured before (JSON lines)")
+    protocol = sub.add_parser("protocol", parents=[common], help="the plain-PyTorch protocol loop")
+    protocol.add_argument("plain_protocol", metavar="FLAG")
+    protocol.add_argument("--model", default="paper_resnet18", help="conf/model option")
+    protocol.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    protocol.add_argument("--protocol-epochs", type=int, default=100)
+    aggregate = sub.add_parser("aggregate", parents=[common], help="re-summarise saved reps")
+    aggregate.add_argument("aggregate_from", metavar="FILE", help="speed_reps.csv or a JSON log")
+    return p
+
+
+def _dispatch(args) -> int:
+    from bench.errors import ConfigError
+    from bench.speed import modes  # after parsing: --help needs no torch
+
+    # the valid names live beside the runners (importing them loads torch): checked here
+    for option, given, valid in (
+        ("--models", args.models, modes.MODELS),
+        ("--methods", args.methods, modes.RUNNERS),
+        ("--precisions", args.precisions, modes.PRECISIONS),
+    ):
+        unknown = [v for v in given if v not in valid]
+        if unknown:
+            raise ConfigError(f"{option} {' '.join(unknown)}: choose from {', '.join(valid)}")
+    return {
+        "grid": modes.grid,
+        "pack": modes.pack,
+        "project": modes.project,
+        "protocol": modes.plain_protocol,
+        "aggregate": modes.aggregate,
+    }[args.mode](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(parser(), "bench.speed.modes", argv, call=_dispatch)
+
+
+def cli() -> None:
+    exit_with(main)
+
+
+if __name__ == "__main__":
+    cli()
