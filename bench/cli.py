@@ -179,7 +179,7 @@ def train_cli() -> None:
     try:
         try:
             precheck_overrides(sys.argv[1:])
-            from bench.train import main  # here, not at the top: --help needs no torch
+            from bench.hydra_main import main  # here, not at the top: --help needs no torch
 
             main()
         except BenchError as e:

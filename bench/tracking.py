@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.errors import ConfigError
 
+_OFFLINE_HINT_SAID = "MEDBENCH_WANDB_OFFLINE_HINT_SAID"
 log = logging.getLogger(__name__)
 
 WANDB_HOST = "api.wandb.ai"
@@ -44,7 +45,9 @@ def resolve_wandb_mode(mode: str | None) -> str:
             return env
         if wandb_credentials_present():
             return "online"
-        log.info("W&B: no API key found, logging offline; upload later with `wandb sync <dir>`")
+        if not os.environ.get(_OFFLINE_HINT_SAID):  # once per command, not once per job
+            os.environ[_OFFLINE_HINT_SAID] = "1"
+            log.info("W&B: no API key found, logging offline; upload later with `wandb sync <dir>`")
         return "offline"
     return mode
 

@@ -19,7 +19,7 @@ $PY -c "import torch, lightning, timm, hydra, medmnist; print('torch', torch.__v
 
 study() {  # $1 = name, rest = overrides
   local name=$1; shift
-  timeout $(( $(left) - 90 )) $PY -m bench.train -m hydra/launcher=gpu_pack experiment=medmnist_protocol \
+  timeout $(( $(left) - 90 )) $PY -m bench.hydra_main -m hydra/launcher=gpu_pack experiment=medmnist_protocol \
     paths.runs_dir="$RUNS/$name" paths.log_dir="$WORK/logs/$name" logger=none $ACC \
     trainer.max_epochs=$EPOCHS "$@" "${extra[@]}" > "$WORK/$name.log" 2>&1
   stamp "$name finished (exit $?)"

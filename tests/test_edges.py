@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 from bench.data.folder import read_image, to_uint8
+from bench.errors import ConfigError
+from bench.job.run import train
 from bench.metrics import classification_metrics
 from bench.records import load_record
-from bench.train import train
 
 from conftest import FAST, run_cli
 from helpers import write_medmnist_npz
@@ -270,3 +271,102 @@ def test_outputs_follow_the_umask(make_cfg):
     for name in ("record.json", "history.csv", "predictions_test.csv"):
         mode = stat.S_IMODE((run_dir / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
+
+
+# -- 7, 9. leaderboard commands on a store with more than one dataset -------------------------
+def _two_dataset_store(make_cfg):
+    for model in ("bccnn", "resnet18"):
+        assert train(make_cfg(["data=synthetic", f"model={model}", *FAST])).status == "done"
+    small3d = ["data.n_train=32", "data.n_val=16", "data.n_test=16", "data.batch_size=8"]
+    cfg = make_cfg(["data=synthetic3d", "model=cnn3d", *FAST[:3], *small3d])
+    assert train(cfg).status == "done"
+    return cfg.paths.runs_dir
+
+
+def _board(args, capsys):
+    from bench.commands.leaderboard import main
+
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_leaderboard_compare_filters_and_metrics_off_the_demo_path(make_cfg, tmp_path, capsys):
+    runs = _two_dataset_store(make_cfg)
+    base = ["--runs-dir", runs, "--out", str(tmp_path / "lb"), "--n-boot", "50"]
+    # 7. --compare on a store with two datasets compares where both models ran
+    code, out, err = _board([*base, "--compare", "bccnn", "resnet18"], capsys)
+    assert code == 0 and "synthetic: auc(bccnn) - auc(resnet18)" in out, err
+    assert "synthetic3d" not in out.split("synthetic: auc(bccnn)")[1]  # only the shared one
+    code, out, err = _board(
+        [*base, "--compare", "bccnn", "resnet18", "--dataset", "synthetic"], capsys
+    )
+    assert code == 0 and "paired bootstrap" in out, err
+    code, _, err = _board([*base, "--compare", "bccnn", "cnn3d"], capsys)
+    assert code == 2 and "share no dataset" in err
+    # 9. filters and names that match nothing say so and list what is there
+    code, out, err = _board([*base, "--where", "model.name=bccnn"], capsys)
+    assert code == 0 and "(1 rows)" in out
+    code, out, err = _board([*base, "--where", "eval.tta=none"], capsys)
+    assert code == 0 and "(3 rows)" in out, err
+    code, out, err = _board([*base, "--where", "model.pretrained=False"], capsys)
+    assert code == 0, err  # Python's spelling and Hydra's (false) both match
+    code, _, err = _board([*base, "--where", "model.name=foo"], capsys)
+    assert code == 2 and "values of model.name in the store: bccnn, cnn3d, resnet18" in err
+    code, _, err = _board([*base, "--dataset", "synthtic"], capsys)
+    assert code == 2 and "datasets in the store: synthetic, synthetic3d" in err
+    code, _, err = _board(["--runs-dir", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "no such folder" in err
+    code, _, err = _board([*base, "--metric", "test_foo"], capsys)
+    assert code == 2 and "available:" in err and "test_auc" in err
+    code, out, _ = _board([*base, "--rank-test"], capsys)
+    assert "the store has 2 dataset(s)" in out and "synthetic: 2" in out
+
+
+# -- 12. tools that used to do nothing and exit 0 -------------------------------------------------
+def test_robust_on_a_non_medmnist_run_uses_the_generic_set(make_cfg, tmp_path):
+    from bench.evaluate.robust import evaluate_run
+
+    out = train(make_cfg(["data=synthetic", "model=bccnn", *FAST]))
+    rob = evaluate_run(load_record(out.record_path), severities=(1,))
+    assert rob["set"] == "generic" and len(rob["corruptions"]) == 13
+    assert 0 <= rob["mean_be"] <= 1
+
+
+# -- 13. one computation behind the leaderboard and the report -------------------------------------
+def test_report_and_leaderboard_share_one_bootstrap_and_unit():
+    from bench.board import BOOTSTRAP_RESAMPLES
+    from bench.commands.leaderboard import BOOTSTRAP_RESAMPLES as CLI_DEFAULT
+    from bench.report import build_report
+
+    assert BOOTSTRAP_RESAMPLES == CLI_DEFAULT == 1000
+    import inspect
+
+    source = inspect.getsource(build_report)
+    assert "n_boot=BOOTSTRAP_RESAMPLES" in source and "300" not in source
+
+
+# -- 15. published pages read their figures from their CSVs ------------------------------------
+def test_study_notes_render_into_their_readmes_from_the_csvs():
+    from pathlib import Path
+
+    from bench.board.notes import render_notes
+
+    root = Path(__file__).resolve().parent.parent
+    notes = sorted((root / "scripts" / "study_notes").glob("*.md"))
+    assert len(notes) >= 4
+    for template in notes:
+        readme = root / "results" / template.stem / "README.md"
+        rendered = render_notes(template.read_text(), readme.parent).strip()
+        assert rendered in readme.read_text(), f"{readme} drifted from {template}"
+    retina = (root / "results" / "retinamnist" / "README.md").read_text()
+    assert "| -0.004 |" in retina and "| -0.005 |" not in retina
+
+
+def test_a_placeholder_that_matches_no_single_row_is_an_error(tmp_path):
+    from bench.board.notes import render_notes
+
+    (tmp_path / "t.csv").write_text("model,auc\na,0.5\nb,0.7\n")
+    assert render_notes("{{t.csv | model=b | auc | .2f}}", tmp_path) == "0.70"
+    with pytest.raises(ConfigError, match="2 rows of t.csv match"):
+        render_notes("{{t.csv | | auc | .2f}}", tmp_path)

@@ -12,8 +12,8 @@ from bench.confidence.calibration import (
 )
 from bench.confidence.selective import aurc, risk_coverage
 from bench.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruptions_for
+from bench.job.run import train
 from bench.metrics import classification_metrics
-from bench.train import train
 
 from conftest import FAST, PNEUMONIA, needs_pneumonia
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bench.data.folds import fold_assignment
+from bench.job.run import train
 from bench.records import RunStore, load_record
-from bench.train import train
 
 from conftest import FAST, PNEUMONIA, needs_pneumonia, run_cli
 from helpers import write_medmnist_npz

@@ -43,7 +43,7 @@ def first_of_sweep(token: str) -> str:
 TRAIN = [
     c
     for c in readme_commands()
-    if c[0] == "bench-train" and "--help" not in c and "--config-dir" not in c
+    if c[0] == "bench-train" and "--help" not in c and "--config-dir" not in c and "-sc" not in c
 ]
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bench.explain import explain_run, gradcam_maps
+from bench.job.run import train
 from bench.report import build_report, pareto_front
-from bench.train import train
 
 from conftest import FAST
 

@@ -9,8 +9,8 @@ from hydra.core.global_hydra import GlobalHydra
 from bench.board import build_board
 from bench.cli import config_groups
 from bench.errors import UnknownOptionError
+from bench.job.run import train
 from bench.records import RunRecord, RunStore, load_record
-from bench.train import train
 
 from conftest import CONF, FAST, PNEUMONIA, needs_pneumonia, run_cli
 
@@ -246,8 +246,9 @@ def test_missing_npz_is_a_one_line_error(tmp_path):
     proc = run_cli(
         ["bench-train", "data=breastmnist", "data.download=false", "logger=none"], tmp_path
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a user mistake (docs/troubleshooting.md)
     err = proc.stderr.strip().splitlines()[-1]
+    assert proc.stderr.count("DatasetNotFoundError") == 1  # said once
     assert "DatasetNotFoundError: breastmnist.npz not found in" in err and "copy the file" in err
     assert "Traceback" not in proc.stderr
 

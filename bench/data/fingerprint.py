@@ -3,7 +3,8 @@
 Two runs share a run id only if they read the same bytes (STYLE: identity follows content), so a
 replaced npz or another image folder under the same config words is a new run, never "already
 done". A file's SHA-256 is cached beside it (``.<name>.sha256``, keyed by size and mtime) or,
-where that folder is read-only, in ``cache_dir``; a changed file is hashed again.
+where that folder is read-only, in ``cache_dir`` or ``$XDG_CACHE_HOME/medbench/digests``; a
+changed file is hashed again.
 """
 
 from __future__ import annotations
@@ -16,15 +17,7 @@ from pathlib import Path
 
 # a fingerprint is a short prefix: enough to tell data sets apart, readable in a record
 FINGERPRINT_CHARS = 16
-_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+_MEMO: dict[tuple[str, int, int, str], str] = {}
 
 
 def _stat_key(path: Path) -> tuple[str, int, int]:
@@ -32,34 +25,66 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def _sidecars(path: Path, cache_dir: Path | None) -> list[Path]:
-    beside = path.with_name(f".{path.name}.sha256")
-    out = [beside]
-    if cache_dir is not None:
-        tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-        out.append(Path(cache_dir) / f"{path.name}-{tag}.sha256")
+def user_cache_dir() -> Path:
+    """Where digests of files in read-only folders are cached (``$XDG_CACHE_HOME/medbench``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "medbench" / "digests"
+
+
+def _sidecars(path: Path, cache_dir: Path | None, algo: str, beside: bool = True) -> list[Path]:
+    tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    out = [path.with_name(f".{path.name}.{algo}")] if beside else []
+    for folder in (cache_dir, user_cache_dir()):
+        if folder is not None:
+            out.append(Path(folder) / f"{path.name}-{tag}.{algo}")
     return out
 
 
-def file_digest(path: str | Path, cache_dir: str | Path | None = None) -> str:
-    """SHA-256 of a file's content, cached beside it (or in ``cache_dir``) by size and mtime."""
+def _hash(path: Path, algo: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_digest(
+    path: str | Path, cache_dir=None, algo: str = "sha256", beside: bool = True
+) -> str | None:
+    """The digest cached for this file's current size and mtime, or None."""
     path = Path(path)
-    key = _stat_key(path)
+    key = (*_stat_key(path), algo)
     if key in _MEMO:
         return _MEMO[key]
     stamp = {"size": key[1], "mtime_ns": key[2]}
-    sidecars = _sidecars(path, Path(cache_dir) if cache_dir else None)
-    for sidecar in sidecars:
+    for sidecar in _sidecars(path, Path(cache_dir) if cache_dir else None, algo, beside):
         try:
             cached = json.loads(sidecar.read_text())
-            if {k: cached.get(k) for k in stamp} == stamp and cached.get("sha256"):
-                _MEMO[key] = cached["sha256"]
-                return cached["sha256"]
+            if {k: cached.get(k) for k in stamp} == stamp and cached.get(algo):
+                _MEMO[key] = cached[algo]
+                return cached[algo]
         except (OSError, ValueError, AttributeError):
             continue
-    digest = _sha256(path)
+    return None
+
+
+def file_digest(
+    path: str | Path,
+    cache_dir: str | Path | None = None,
+    algo: str = "sha256",
+    beside: bool = True,
+) -> str:
+    """A file's content digest, cached beside it (``beside``; never for a folder's images), or
+    in ``cache_dir``, or the user cache, by size and mtime: a changed file is hashed again."""
+    path = Path(path)
+    found = cached_digest(path, cache_dir, algo, beside)
+    if found is not None:
+        return found
+    key = (*_stat_key(path), algo)
+    stamp = {"size": key[1], "mtime_ns": key[2]}
+    sidecars = _sidecars(path, Path(cache_dir) if cache_dir else None, algo, beside)
+    digest = _hash(path, algo)
     _MEMO[key] = digest
-    payload = json.dumps({**stamp, "sha256": digest})
+    payload = json.dumps({**stamp, algo: digest})
     for sidecar in sidecars:  # first writable place wins; a read-only data folder is fine
         try:
             sidecar.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +113,6 @@ def files_fingerprint(
     for f in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
         h.update(f.relative_to(root).as_posix().encode())
         h.update(b"\0")
-        h.update(file_digest(f, cache_dir).encode())
+        h.update(file_digest(f, cache_dir, beside=False).encode())
         h.update(b"\n")
     return "sha256:" + h.hexdigest()[:FINGERPRINT_CHARS]

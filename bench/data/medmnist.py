@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 from bench.data.base import InMemoryDataModule
-from bench.data.fingerprint import npz_fingerprint
-from bench.data.npz import load_classification_npz, md5sum
+from bench.data.fingerprint import cached_digest, file_digest, npz_fingerprint
+from bench.data.npz import load_classification_npz
 from bench.errors import ConfigError, DatasetNotFoundError, UnknownOptionError
 from bench.spec import DataSpec, medmnist_task
 
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 SIZES_2D = (28, 64, 128, 224)
 SIZES_3D = (28, 64)
 DATA_DIR_ENV = "MEDBENCH_DATA_DIR"
-_MD5_CHECKED: dict[tuple[str, float], str] = {}
 
 
 def medmnist_info(flag: str) -> dict:
@@ -131,14 +130,15 @@ class MedMNISTDataModule(InMemoryDataModule):
             return
         suffix = "" if self.size == 28 else f"_{self.size}"
         expected = self.info.get(f"MD5{suffix}")
-        key = (str(self.path.resolve()), self.path.stat().st_mtime)
-        if key not in _MD5_CHECKED:
-            _MD5_CHECKED[key] = md5sum(self.path)
-        if expected and _MD5_CHECKED[key] != expected:
-            log.warning(
-                "%s: MD5 %s differs from medmnist's %s (a re-saved copy?); using it as it is",
+        # said once per file version: later commands find the digest cached and stay quiet
+        first_time = cached_digest(self.path, algo="md5") is None
+        md5 = file_digest(self.path, algo="md5")
+        if expected and md5 != expected:
+            (log.warning if first_time else log.debug)(
+                "%s: MD5 %s differs from medmnist's %s (a re-saved copy?); using it as it is "
+                "(its content hash is part of the run id)",
                 self.path,
-                _MD5_CHECKED[key],
+                md5,
                 expected,
             )
 

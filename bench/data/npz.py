@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import zipfile
@@ -17,14 +16,6 @@ from bench.spec import DataSpec
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def open_npz(path: Path) -> np.lib.npyio.NpzFile:

@@ -2,7 +2,7 @@
 persist, write the record. :func:`train` never raises for a failed run; it returns the outcome.
 
 It wires the parts of :mod:`bench.job` together and holds no model or metric logic. The Hydra
-entry point (:mod:`bench.train`) and the speed benchmark call it.
+entry point (:mod:`bench.hydra_main`) and the speed benchmark call it.
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ def pack(args) -> int:
             cmd = [
                 sys.executable,
                 "-m",
-                "bench.train",
+                "bench.hydra_main",
                 "-m",
                 "hydra/launcher=gpu_pack",
                 f"hydra.launcher.n_jobs={k}",

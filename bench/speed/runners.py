@@ -1,7 +1,7 @@
 """Three ways to train the same model on the same data, timed alike (timm ``benchmark.py`` style:
 small runner classes over one interface).
 
-- :class:`HarnessRunner`   - bench's whole Lightning path (``bench.train.train``), timed from the
+- :class:`HarnessRunner`   - bench's whole Lightning path (``bench.job.run.train``), timed from the
   run record (``cost.epoch_time_s``, ``cost.train_time_s``);
 - :class:`RawRunner`       - a minimal loop over the same preloaded uint8 tensors (same model,
   precision, batch size, optimiser), one validation pass per epoch: the lower bound;
@@ -128,7 +128,7 @@ class Runner:
 
 
 class HarnessRunner(Runner):
-    """``bench.train.train`` on a composed config, as ``bench-train`` runs it."""
+    """``bench.job.run.train`` on a composed config, as ``bench-train`` runs it."""
 
     name = "harness"
 
