@@ -1,88 +1,205 @@
-"""A self-contained HTML dashboard from run records (plots embedded as PNG, no network needed).
+"""An interactive, self-contained HTML dashboard from run records, with a page per run.
 
     bench-report --runs-dir runs --out report.html
 
-Renders any run store: classification, segmentation, 2D, 3D or mixed, with failed and interrupted
-runs listed. Each section appears when its data exists; a section that cannot be drawn says why
-in one line instead of stopping the report.
+One offline file: the charts are Plotly (its JavaScript inlined once; hover, zoom, click a
+legend entry to hide a series), every table sorts by a click on its header, a filter bar hides
+other datasets and models, and every run id opens that run's page (an anchor in the same file:
+config, its difference from the other runs of its row and from the row's leader, learning
+curves, per-class table, confusion matrix, ROC, reliability diagram, robustness heat map,
+Grad-CAM, paths). The numbers are those of ``bench-leaderboard``: the same aggregation
+(:func:`bench.board.board_from_records`, same bootstrap) feeds both. Any run store renders:
+classification, segmentation, 2D, 3D or mixed, failed and interrupted runs listed; a section that
+cannot be drawn says why in one line instead of stopping the report.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
+import json
 import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.colors import qualitative
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+from plotly.utils import PlotlyJSONEncoder
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.board import BOOTSTRAP_RESAMPLES, Board, board_from_records  # noqa: E402
-from bench.board.compare import rank_test  # noqa: E402
-from bench.board.frame import default_metric  # noqa: E402
-from bench.confidence.calibration import confidence_and_correct, reliability_bins  # noqa: E402
-from bench.confidence.selective import aurc, risk_coverage  # noqa: E402
-from bench.errors import ConfigError  # noqa: E402
-from bench.io import atomic_write_text  # noqa: E402
+from bench.board import BOOTSTRAP_RESAMPLES, Board, board_from_records
+from bench.board.compare import rank_test
+from bench.board.frame import default_metric
+from bench.confidence.calibration import confidence_and_correct, reliability_bins
+from bench.confidence.selective import aurc, risk_coverage
+from bench.errors import ConfigError
+from bench.io import atomic_write_text
 from bench.metrics import dice_iou_from_overlaps
-from bench.records import RunRecord, RunStore, now_iso  # noqa: E402
-from bench.stats import cd_diagram, read_overlaps, read_predictions  # noqa: E402
+from bench.records import RunRecord, RunStore, canonical, flatten, now_iso
+from bench.stats import cd_diagram, read_overlaps, read_predictions
 
 log = logging.getLogger(__name__)
+PALETTE = qualitative.Plotly + qualitative.D3
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
-h1{margin-bottom:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1500px}
+h1{margin-bottom:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f4f4f4}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#e8eefc}
+th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.l,th.l{text-align:left}.done{color:#070}.failed{color:#b00}.skipped,.running{color:#a60}
 .interrupted{color:#a60}img{max-width:100%;border:1px solid #eee;margin:.3em 0}.muted{color:#777}
+#filters{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ddd;
+z-index:5}
+#filters label{margin-right:1em}.run-page{display:none}.run-page:target{display:block}
+body.on-run #overview{display:none}.plot{width:100%;min-height:360px}
+pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:.8em}
+.diff td.changed{background:#fff3cd}
+"""
+
+SCRIPT = """
+(function(){
+const figs = JSON.parse(document.getElementById('figures').textContent);
+const drawn = new Set();
+function drawOne(div){
+  const id = div.dataset.fig;
+  if (drawn.has(id) || div.offsetParent === null) return;
+  drawn.add(id);
+  const f = figs[id];
+  Plotly.newPlot(div, f.data, f.layout, {displaylogo:false, responsive:true});
+}
+// a chart is drawn when it scrolls into view: a 200-run page opens without drawing them all
+const seen = ('IntersectionObserver' in window) ? new IntersectionObserver(function(entries){
+  entries.forEach(function(e){ if (e.isIntersecting) drawOne(e.target); });
+}, {rootMargin: '400px'}) : null;
+function draw(root){
+  root.querySelectorAll('div.plot[data-fig]').forEach(function(div){
+    if (seen) { seen.unobserve(div); seen.observe(div); } else drawOne(div);
+  });
+}
+function route(){
+  const id = decodeURIComponent(location.hash.slice(1));
+  const page = id.startsWith('run-') ? document.getElementById(id) : null;
+  document.body.classList.toggle('on-run', !!page);
+  draw(page || document.getElementById('overview'));
+}
+function cellValue(td){
+  const t = td.dataset.sort !== undefined ? td.dataset.sort : td.textContent.trim();
+  const n = parseFloat(t.replace(/[^0-9eE+.\\-]/g, ''));
+  return (t !== '' && /^[-+]?[0-9.]/.test(t) && !isNaN(n)) ? n : t.toLowerCase();
+}
+document.querySelectorAll('table.sortable').forEach(function(table){
+  table.querySelectorAll('th').forEach(function(th, col){
+    th.addEventListener('click', function(){
+      const asc = !th.classList.contains('asc');
+      table.querySelectorAll('th').forEach(h => h.classList.remove('asc', 'desc'));
+      th.classList.add(asc ? 'asc' : 'desc');
+      const body = table.tBodies[0];
+      const rows = Array.from(body.rows);
+      rows.sort(function(a, b){
+        const x = cellValue(a.cells[col]), y = cellValue(b.cells[col]);
+        if (x === y) return 0;
+        if (x === '' ) return 1; if (y === '') return -1;
+        return (x < y ? -1 : 1) * (asc ? 1 : -1);
+      });
+      rows.forEach(r => body.appendChild(r));
+    });
+  });
+});
+function applyFilters(){
+  const ds = document.getElementById('f-dataset').value;
+  const model = document.getElementById('f-model').value;
+  const text = document.getElementById('f-text').value.toLowerCase();
+  document.querySelectorAll('[data-dataset]').forEach(function(el){
+    const okDs = !ds || el.dataset.dataset === ds;
+    const okModel = !model || !el.dataset.model || el.dataset.model === model;
+    const okText = !text || el.tagName !== 'TR' || el.textContent.toLowerCase().includes(text);
+    el.style.display = (okDs && okModel && okText) ? '' : 'none';
+  });
+  draw(document.getElementById('overview'));
+}
+['f-dataset', 'f-model', 'f-text'].forEach(function(id){
+  const el = document.getElementById(id);
+  if (el) el.addEventListener('input', applyFilters);
+});
+window.addEventListener('hashchange', route);
+route();
+})();
 """
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return (
-        f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-    )
+class Page:
+    """Collects the page's figures (Plotly JSON, drawn on demand by the page's script)."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, dict] = {}
+
+    def plot(self, fig: go.Figure, height: int = 360) -> str:
+        key = f"f{len(self.figures)}"
+        fig.update_layout(
+            height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white"
+        )
+        self.figures[key] = json.loads(json.dumps(fig.to_plotly_json(), cls=PlotlyJSONEncoder))
+        return f'<div class="plot" data-fig="{key}"></div>'
 
 
-def _table(df: pd.DataFrame, left: tuple[str, ...] = (), row_class: str | None = None) -> str:
-    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df)
+def _esc(v) -> str:
+    return html.escape(str(v))
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def _table(
+    df: pd.DataFrame,
+    left: tuple[str, ...] = (),
+    row_class: str | None = None,
+    row_attrs: list[dict] | None = None,
+    links: dict[str, list[str]] | None = None,
+) -> str:
+    """A sortable table; ``links[col]`` gives each row's anchor target for that column."""
+    head = "".join(f'<th class="{"l" if c in left else ""}">{_esc(c)}</th>' for c in df)
     rows = []
-    for _, r in df.iterrows():
-        cls = f' class="{html.escape(str(r[row_class]))}"' if row_class else ""
+    for i, (_, r) in enumerate(df.iterrows()):
+        cls = f' class="{_esc(r[row_class])}"' if row_class else ""
+        attrs = "".join(
+            f' data-{k}="{_esc(v)}"' for k, v in (row_attrs or [{}] * len(df))[i].items()
+        )
         cells = []
-        for c in df.columns:
-            v = r[c]
-            text = (
-                f"{v:.4f}"
-                if isinstance(v, float) and v == v
-                else ""
-                if v is None or v != v
-                else str(v)
-            )
-            cells.append(f'<td class="{"l" if c in left else ""}">{html.escape(text)}</td>')
-        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+        for c in df:
+            text = _esc(_cell(r[c]))
+            target = (links or {}).get(c, [None] * len(df))[i]
+            if target:
+                text = f'<a href="#{_esc(target)}">{text}</a>'
+            cells.append(f'<td class="{"l" if c in left else ""}">{text}</td>')
+        rows.append(f"<tr{cls}{attrs}>{''.join(cells)}</tr>")
     return (
-        f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<table class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
 
 def _note(text: str) -> str:
-    return f'<p class="muted">{html.escape(text)}</p>'
+    return f'<p class="muted">{_esc(text)}</p>'
+
+
+def run_anchor(run_id: str) -> str:
+    return f"run-{run_id}"
 
 
 def pareto_front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Boolean mask of points no other point beats on both lower cost and higher score."""
+    """Points no other point beats on both lower cost and higher score."""
     keep = np.ones(len(cost), dtype=bool)
     for i in range(len(cost)):
         dominated = (
@@ -106,8 +223,8 @@ def _labels(g: pd.DataFrame, varying: list[str]) -> list[str]:
 
 
 def row_labels(board: Board, config_ids: list[str]) -> dict[str, str]:
-    """Plot labels of leaderboard rows, as the table names them (model plus the config
-    values that vary between rows), so two rows of one model never look identical."""
+    """Labels of leaderboard rows as the table names them (model plus the config values that
+    vary between rows), so two rows of one model never look identical."""
     table = board.table
     rows = table[~table["ensemble"].astype(bool)] if "ensemble" in table else table
     rows = rows[rows["config_id"].isin(config_ids)].drop_duplicates("config_id")
@@ -115,10 +232,65 @@ def row_labels(board: Board, config_ids: list[str]) -> dict[str, str]:
     return {k: names.get(k, k) for k in config_ids}
 
 
-# -- sections ---------------------------------------------------------------------------------
+def _history(run_dir) -> pd.DataFrame | None:
+    path = Path(run_dir) / "history.csv" if run_dir else None
+    return pd.read_csv(path) if path is not None and path.exists() else None
+
+
+def _predictions(run_dir):
+    path = Path(run_dir) / "predictions_test.csv" if run_dir else None
+    return read_predictions(path) if path is not None and path.exists() else None
+
+
+def _classification_runs(board: Board) -> pd.DataFrame:
+    runs = board.runs[board.runs["kind"] == "classification"]
+    has = [bool(d) and Path(d, "predictions_test.csv").exists() for d in runs["_dir"]]
+    return runs.loc[pd.Series(has, index=runs.index, dtype=bool)]
+
+
+def _roc(y, s, task):
+    from sklearn.metrics import roc_curve
+
+    if y.ndim == 2:
+        return roc_curve(y.ravel(), s.ravel())[:2]
+    if task == "binary-class":
+        return roc_curve(y, s[:, -1])[:2]
+    return roc_curve(np.eye(s.shape[1])[y].ravel(), s.ravel())[:2]  # micro one-vs-rest
+
+
+def _confusion(y, s, task) -> np.ndarray | None:
+    from sklearn.metrics import confusion_matrix
+
+    if y.ndim == 2:
+        return None
+    pred = (s[:, -1] > 0.5).astype(int) if task == "binary-class" else s.argmax(1)
+    return confusion_matrix(y, pred, labels=list(range(s.shape[1])))
+
+
+# -- overview sections ------------------------------------------------------------------------
+def _per_dataset(ds: str, body: str) -> str:
+    return f'<div data-dataset="{_esc(ds)}"><h3>{_esc(ds)}</h3>{body}</div>'
+
+
+def cross_dataset_section(board: Board) -> str:
+    """Mean ranks and the critical-difference diagram, when >= 2 datasets share >= 3 models."""
+    test = rank_test(board.table, "test_auc")
+    if not test.ran:
+        return ""
+    ranks = test.ranks.rename("mean rank").reset_index().rename(columns={"label": "model"})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = cd_diagram(test, Path(tmp) / "cd.png")
+        data = base64.b64encode(path.read_bytes()).decode() if path else ""
+    img = f'<img alt="critical difference diagram" src="data:image/png;base64,{data}">'
+    return _note(test.note) + _table(ranks, left=("model",)) + (img if data else "")
+
+
 def leaderboard_section(board: Board) -> str:
     table = board.table
     varying = table.attrs.get("varying", [])
+    first_run = {
+        cid: g.sort_values("seed")["run_id"].iloc[0] for cid, g in board.runs.groupby("config_id")
+    }
     parts = []
     for ds, g in table.groupby("dataset"):
         metric = (
@@ -150,318 +322,321 @@ def leaderboard_section(board: Board) -> str:
                 for lo, hi in zip(g[f"{metric}_ci95_lo"], g[f"{metric}_ci95_hi"], strict=True)
             ]
         show["params (M)"] = g["param_count_m"].astype(float).round(2)
-        show["train min/run"] = (g["train_time_s"].astype(float) / 60).round(1)
+        show["train min/run"] = (g["train_time_s"].astype(float) / 60).round(2)
+        anchors = [
+            None if e else run_anchor(first_run[c])
+            for c, e in zip(g["config_id"], g["ensemble"].astype(bool), strict=True)
+        ]
+        attrs = [{"dataset": ds, "model": m} for m in g["model"]]
         parts.append(
-            f"<h3>{html.escape(str(ds))} <span class='muted'>(ranked by {metric})</span></h3>"
-            + _table(show, left=("model", "scheme"))
+            f'<div data-dataset="{_esc(ds)}"><h3>{_esc(ds)} '
+            f"<span class='muted'>(ranked by {metric}; the model opens its first run)</span></h3>"
+            + _table(show, left=("model", "scheme"), row_attrs=attrs, links={"model": anchors})
+            + "</div>"
         )
     return "".join(parts)
 
 
-def stats_section(board: Board) -> str:
-    test = rank_test(board.table, "test_auc")
-    if not test.ran:
-        return _note(test.note)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = cd_diagram(test, Path(tmp) / "cd.png")
-        data = base64.b64encode(path.read_bytes()).decode()
-    return _note(test.note) + f'<img alt="critical difference" src="data:image/png;base64,{data}">'
-
-
-def curves_section(board: Board) -> str:
+def curves_section(board: Board, page: Page) -> str:
     parts = []
     for ds, g in board.runs.groupby("dataset"):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-        drawn = False
         names = row_labels(board, list(g["config_id"].unique()))
-        for _, r in g.iterrows():
-            path = Path(r["_dir"]) / "history.csv" if r["_dir"] else None
-            if path is None or not path.exists():
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss", "validation metric"))
+        drawn = False
+        for i, (_, r) in enumerate(g.iterrows()):
+            h = _history(r["_dir"])
+            if h is None:
                 continue
-            h = pd.read_csv(path)
             label = f"{names[r['config_id']]} s{r['seed']}"
+            epoch = h["epoch"] + 1
+            # one colour per run in both panels; clicking its legend entry hides both curves
+            line = {"color": PALETTE[i % len(PALETTE)]}
             if "train_loss" in h:
-                axes[0].plot(h["epoch"], h["train_loss"], marker=".", label=label)
+                fig.add_trace(
+                    go.Scatter(
+                        x=epoch, y=h["train_loss"], name=label, legendgroup=label, line=line
+                    ),
+                    1,
+                    1,
+                )
             metric = "val_auc" if "val_auc" in h else "val_dice" if "val_dice" in h else None
             if metric:
-                axes[1].plot(h["epoch"], h[metric], marker=".", label=label)
-                axes[1].set_ylabel(metric)
+                fig.add_trace(
+                    go.Scatter(
+                        x=epoch,
+                        y=h[metric],
+                        name=label,
+                        legendgroup=label,
+                        showlegend="train_loss" not in h,
+                        line=line,
+                    ),
+                    1,
+                    2,
+                )
+                fig.update_yaxes(title_text=metric, row=1, col=2)
             drawn = True
-        if not drawn:
-            plt.close(fig)
-            continue
-        axes[0].set_ylabel("train loss")
-        for a in axes:
-            a.set_xlabel("epoch")
-        axes[1].legend(fontsize=6, ncol=2)
-        fig.suptitle(str(ds))
-        parts.append(_png(fig))
+        if drawn:
+            fig.update_xaxes(title_text="epoch", dtick=1 if len(epoch) <= 12 else None)
+            parts.append(_per_dataset(ds, page.plot(fig)))
     return "".join(parts)
 
 
-def cost_section(board: Board) -> str:
+def cost_section(board: Board, page: Page) -> str:
     parts = []
     for ds, g in board.table.groupby("dataset"):
         metric = f"{default_metric(g['kind'].iloc[0])}_mean"
         if metric not in g or g[metric].isna().all():
             continue
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-        for ax, col, label in zip(
-            axes,
-            ("param_count_m", "gmacs", "train_time_s"),
-            ("params (M)", "GMACs", "train time (s)"),
-            strict=True,
-        ):
-            d = g[[col, metric, "model"]].dropna()
+        g = g.assign(train_min=g["train_time_s"].astype(float) / 60)
+        labels = dict(zip(g.index, _labels(g, board.table.attrs.get("varying", [])), strict=True))
+        fig = make_subplots(
+            rows=1,
+            cols=3,
+            subplot_titles=("params (M)", "GMACs", "train min/run"),
+            horizontal_spacing=0.08,
+        )
+        for col_i, col in enumerate(("param_count_m", "gmacs", "train_min"), start=1):
+            d = g[[col, metric]].dropna()
             d = d[d[col].astype(float) > 0]
             if d.empty:
                 continue
             front = pareto_front(d[col].to_numpy(float), d[metric].to_numpy(float))
-            ax.scatter(d[col].astype(float), d[metric], c=np.where(front, "tab:red", "tab:blue"))
-            for _, r in d.iterrows():
-                ax.annotate(r["model"], (float(r[col]), r[metric]), fontsize=7)
+            fig.add_trace(
+                go.Scatter(
+                    x=d[col].astype(float),
+                    y=d[metric],
+                    mode="markers",
+                    marker={"color": np.where(front, "#d62728", "#1f77b4"), "size": 10},
+                    text=[labels[i] for i in d.index],
+                    hovertemplate="%{text}<br>%{x:.3g}, %{y:.4f}<extra></extra>",
+                    showlegend=False,
+                ),
+                1,
+                col_i,
+            )
             pf = d[front].sort_values(col)
-            ax.plot(pf[col].astype(float), pf[metric], "r--", lw=1, label="Pareto front")
-            ax.set_xscale("log")
-            ax.set_xlabel(label)
-            ax.set_ylabel(metric.removesuffix("_mean"))
-            ax.legend(fontsize=7)
-        fig.suptitle(f"{ds}: accuracy vs cost")
-        parts.append(_png(fig))
+            fig.add_trace(
+                go.Scatter(
+                    x=pf[col].astype(float),
+                    y=pf[metric],
+                    mode="lines",
+                    line={"dash": "dash", "color": "#d62728"},
+                    name="Pareto front",
+                    showlegend=col_i == 1,
+                ),
+                1,
+                col_i,
+            )
+            fig.update_xaxes(type="log", row=1, col=col_i)
+        fig.update_yaxes(title_text=metric.removesuffix("_mean"), row=1, col=1)
+        parts.append(_per_dataset(ds, page.plot(fig)))
     return "".join(parts)
 
 
-def spread_section(board: Board) -> str:
+def spread_section(board: Board, page: Page) -> str:
     parts = []
     for ds, g in board.runs.groupby("dataset"):
         metric = default_metric(g["kind"].iloc[0])
         if metric not in g or g[metric].isna().all():
             continue
-        keys = sorted(g["config_id"].unique())
-        labels = row_labels(board, keys)
-        fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(keys)), 3))
-        for i, k in enumerate(keys):
-            v = g[g.config_id == k][metric].to_numpy(float)
-            ax.scatter(np.full(len(v), i) + np.linspace(-0.1, 0.1, len(v)), v)
-            ax.hlines(v.mean(), i - 0.25, i + 0.25, color="k")
-        ax.set_xticks(range(len(keys)), [labels[k] for k in keys], rotation=30, fontsize=7)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{ds}: per-run spread (seeds, folds)", fontsize=9)
-        parts.append(_png(fig))
-    return "".join(parts)
-
-
-def fraction_section(board: Board) -> str:
-    """Metric vs training fraction per model, with 95% CIs (a data-efficiency curve)."""
-    table = board.table
-    if "data.fraction" not in table:
-        return ""
-    parts = []
-    for ds, g in table.groupby("dataset"):
-        metric = default_metric(g["kind"].iloc[0])
-        g = g[~g["ensemble"].astype(bool)].copy()
-        g["fraction"] = [1.0 if v is None or v != v else float(v) for v in g["data.fraction"]]
-        if g["fraction"].nunique() < 2:
-            continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for model, m in g.groupby("model"):
-            m = m.sort_values("fraction")
-            y = m[f"{metric}_mean"].to_numpy(float)
-            ax.plot(m["fraction"], y, marker="o", label=str(model))
-            if f"{metric}_ci95_lo" in m:
-                ax.fill_between(
-                    m["fraction"],
-                    m[f"{metric}_ci95_lo"].astype(float),
-                    m[f"{metric}_ci95_hi"].astype(float),
-                    alpha=0.2,
+        names = row_labels(board, sorted(g["config_id"].unique()))
+        fig = go.Figure()
+        for cid, rows in g.groupby("config_id"):
+            fig.add_trace(
+                go.Box(
+                    y=rows[metric].astype(float),
+                    name=names[cid],
+                    boxpoints="all",
+                    text=[f"seed {s}" for s in rows["seed"]],
                 )
-        ax.set_xscale("log")
-        ax.set_xlabel("fraction of the training split")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{ds}: data efficiency (band: 95% CI)", fontsize=9)
-        ax.legend(fontsize=7)
-        parts.append(_png(fig))
+            )
+        fig.update_layout(yaxis_title=metric, title="per-run spread (seeds, folds)")
+        parts.append(_per_dataset(ds, page.plot(fig, 320)))
     return "".join(parts)
 
 
-def _first_runs(board: Board) -> pd.DataFrame:
-    runs = board.runs[board.runs["kind"] == "classification"]
-    has = pd.Series(
-        [bool(d) and Path(d, "predictions_test.csv").exists() for d in runs["_dir"]],
-        index=runs.index,
-        dtype=bool,
-    )
-    runs = runs.loc[has]
-    return runs.sort_values("seed").groupby(["dataset", "config_id"]).head(1)
-
-
-def calibration_section(board: Board) -> str:
-    """Reliability diagram per model (first seed) and ECE before/after temperature scaling."""
+def seed_curves_section(board: Board, page: Page, kind: str) -> str:
+    """ROC, reliability or risk-coverage curves of every run (every seed), one trace each."""
     parts = []
-    for ds, g in _first_runs(board).groupby("dataset"):
-        n = len(g)
-        fig, axes = plt.subplots(1, n, figsize=(3 * n, 3), squeeze=False)
-        for ax, (_, r) in zip(axes[0], g.iterrows(), strict=True):
-            _, y, s = read_predictions(Path(r["_dir"]) / "predictions_test.csv")
-            bins = reliability_bins(*confidence_and_correct(y, s, r["task"]))
-            if bins:
-                conf, acc, count = map(np.array, zip(*bins, strict=True))
-                ax.bar(conf, acc, width=0.05, alpha=0.7, label="accuracy")
-            ax.plot([0, 1], [0, 1], "k:", lw=1)
-            ece, ece_ts = r.get("test_ece"), r.get("test_ece_ts")
-            sub = f"ECE {ece:.3f}" if ece == ece and ece is not None else ""
-            if ece_ts is not None and ece_ts == ece_ts:
-                sub += f" → {ece_ts:.3f} (T-scaled)"
-            ax.set_title(f"{r['model']} s{r['seed']}\n{sub}", fontsize=7)
-            ax.set_xlabel("confidence")
-            ax.set_ylabel("accuracy")
-        parts.append(f"<h3>{html.escape(str(ds))}</h3>" + _png(fig))
-    return "".join(parts)
-
-
-def selective_section(board: Board) -> str:
-    """Risk-coverage curves and AURC (lower is better) per model, first seed."""
-    parts = []
-    for ds, g in _first_runs(board).groupby("dataset"):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+    for ds, g in _classification_runs(board).groupby("dataset"):
         names = row_labels(board, list(g["config_id"].unique()))
-        for _, r in g.iterrows():
-            _, y, s = read_predictions(Path(r["_dir"]) / "predictions_test.csv")
-            conf, correct = confidence_and_correct(y, s, r["task"])
-            cov, risk = risk_coverage(conf, correct)
-            name = names[r["config_id"]]
-            ax.plot(cov, risk, label=f"{name} (AURC {aurc(conf, correct):.3f})")
-        ax.set_xlabel("coverage (cases kept)")
-        ax.set_ylabel("risk (error rate)")
-        ax.set_title(f"{ds}: risk-coverage (first seed)", fontsize=9)
-        ax.legend(fontsize=7)
-        parts.append(_png(fig))
+        fig = go.Figure()
+        for _, r in g.sort_values(["config_id", "seed"]).iterrows():
+            _, y, s = _predictions(r["_dir"])
+            label = f"{names[r['config_id']]} s{r['seed']}"
+            if kind == "roc":
+                fpr, tpr = _roc(y, s, r["task"])
+                fig.add_trace(go.Scatter(x=fpr, y=tpr, name=label, mode="lines"))
+            elif kind == "calibration":
+                bins = reliability_bins(*confidence_and_correct(y, s, r["task"]))
+                if bins:
+                    conf, acc, _ = map(np.array, zip(*bins, strict=True))
+                    fig.add_trace(go.Scatter(x=conf, y=acc, name=label, mode="lines+markers"))
+            else:
+                conf, correct = confidence_and_correct(y, s, r["task"])
+                cov, risk = risk_coverage(conf, correct)
+                fig.add_trace(
+                    go.Scatter(x=cov, y=risk, name=f"{label} (AURC {aurc(conf, correct):.3f})")
+                )
+        axes = {
+            "roc": ("false positive rate", "true positive rate", True),
+            "calibration": ("confidence", "accuracy", True),
+            "selective": ("coverage (cases kept)", "risk (error rate)", False),
+        }[kind]
+        if axes[2]:
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, 1],
+                    y=[0, 1],
+                    mode="lines",
+                    name="chance / perfect",
+                    line={"dash": "dot", "color": "#999"},
+                )
+            )
+        fig.update_layout(xaxis_title=axes[0], yaxis_title=axes[1])
+        parts.append(_per_dataset(ds, page.plot(fig, 380)))
     return "".join(parts)
 
 
-def robustness_section(records: list[RunRecord]) -> str:
+def confusion_section(board: Board, page: Page) -> str:
+    """Confusion matrix per row, summed over its seeds (every seed counts)."""
+    parts = []
+    for ds, g in _classification_runs(board).groupby("dataset"):
+        names = row_labels(board, list(g["config_id"].unique()))
+        cells = []
+        for cid, rows in g.groupby("config_id"):
+            total, labels = None, None
+            for _, r in rows.iterrows():
+                _, y, s = _predictions(r["_dir"])
+                cm = _confusion(y, s, r["task"])
+                if cm is None:
+                    continue
+                total = cm if total is None else total + cm
+                rec = board.records.get(r["run_id"])
+                labels = list((rec.spec or {}).get("label_names") or []) if rec else []
+            if total is None:
+                continue
+            labels = labels or [str(i) for i in range(len(total))]
+            fig = go.Figure(
+                go.Heatmap(
+                    z=total,
+                    x=labels,
+                    y=labels,
+                    colorscale="Blues",
+                    text=total,
+                    texttemplate="%{text}",
+                    showscale=False,
+                )
+            )
+            fig.update_layout(
+                title=f"{names[cid]} ({len(rows)} seed(s))",
+                xaxis_title="predicted",
+                yaxis_title="true",
+                yaxis_autorange="reversed",
+            )
+            cells.append(page.plot(fig, 330))
+        if cells:
+            parts.append(_per_dataset(ds, "".join(cells)))
+    return "".join(parts)
+
+
+def robustness_section(records: list[RunRecord], page: Page) -> str:
     """Accuracy vs corruption severity per model (mean over corruptions and seeds)."""
     rows = []
     for r in records:
         rob = (r.evaluations or {}).get("robustness")
         if not rob:
             continue
-        for corr, sev in rob.get("corruptions", {}).items():
-            for level, metrics in sev.items():
-                rows.append(
-                    {
-                        "dataset": r.dataset,
-                        "model": r.model,
-                        "corruption": corr,
-                        "severity": int(level),
-                        "acc": metrics.get("acc"),
-                    }
-                )
         rows.append(
             {
                 "dataset": r.dataset,
                 "model": r.model,
-                "corruption": "clean",
                 "severity": 0,
                 "acc": rob.get("clean", {}).get("acc"),
             }
         )
+        for sev in rob.get("corruptions", {}).values():
+            for level, m in sev.items():
+                rows.append(
+                    {
+                        "dataset": r.dataset,
+                        "model": r.model,
+                        "severity": int(level),
+                        "acc": m.get("acc"),
+                    }
+                )
     if not rows:
         return ""
     df = pd.DataFrame(rows)
     parts = []
     for ds, g in df.groupby("dataset"):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        fig = go.Figure()
         for model, m in g.groupby("model"):
             curve = m.groupby("severity")["acc"].mean()
-            ax.plot(curve.index, curve.values, marker="o", label=str(model))
-        ax.set_xlabel("severity (0 = clean)")
-        ax.set_ylabel("accuracy (mean over corruptions)")
-        ax.set_title(f"{ds}: robustness to corruptions", fontsize=9)
-        ax.legend(fontsize=7)
-        parts.append(_png(fig))
+            fig.add_trace(go.Scatter(x=curve.index, y=curve.values, name=str(model)))
+        fig.update_layout(
+            xaxis_title="severity (0 = clean)",
+            xaxis_dtick=1,
+            yaxis_title="accuracy (mean over corruptions)",
+        )
+        parts.append(_per_dataset(ds, page.plot(fig, 340)))
     return "".join(parts)
 
 
-def prediction_plots(board: Board) -> tuple[str, str]:
-    from sklearn.metrics import confusion_matrix, roc_curve
-
-    labels = {
-        r.dataset: list((r.spec or {}).get("label_names") or []) for r in board.records.values()
-    }
-    cm_parts, roc_parts = [], []
-    for ds, first in _first_runs(board).groupby("dataset"):
-        n = len(first)
-        fig_cm, axes_cm = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False)
-        fig_roc, ax_roc = plt.subplots(figsize=(4.5, 4))
-        row_names = row_labels(board, list(first["config_id"].unique()))
-        for ax, (_, r) in zip(axes_cm[0], first.iterrows(), strict=True):
-            _, y, s = read_predictions(str(Path(r["_dir"]) / "predictions_test.csv"))
-            if y.ndim == 2:  # multi-label: micro ROC only
-                fpr, tpr, _ = roc_curve(y.ravel(), s.ravel())
-                ax.axis("off")
-            else:
-                pred = (s[:, -1] > 0.5).astype(int) if r["task"] == "binary-class" else s.argmax(1)
-                k = s.shape[1]
-                cm = confusion_matrix(y, pred, labels=list(range(k)))
-                ax.imshow(cm, cmap="Blues")
-                for (i, j), v in np.ndenumerate(cm):
-                    ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
-                names = labels.get(ds) or [str(i) for i in range(k)]
-                ax.set_xticks(range(k), names[:k], rotation=45, fontsize=6, ha="right")
-                ax.set_yticks(range(k), names[:k], fontsize=6)
-                ax.set_xlabel("predicted")
-                ax.set_ylabel("true")
-                if r["task"] == "binary-class":
-                    fpr, tpr, _ = roc_curve(y, s[:, -1])
-                else:  # micro-average over one-vs-rest
-                    fpr, tpr, _ = roc_curve(np.eye(k)[y].ravel(), s.ravel())
-            ax.set_title(f"{row_names[r['config_id']]} (seed {r['seed']})", fontsize=8)
-            ax_roc.plot(fpr, tpr, label=row_names[r["config_id"]])
-        ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
-        ax_roc.set_xlabel("false positive rate")
-        ax_roc.set_ylabel("true positive rate")
-        ax_roc.set_title(f"{ds}: test ROC (first seed)", fontsize=9)
-        ax_roc.legend(fontsize=7)
-        cm_parts.append(f"<h3>{html.escape(str(ds))}</h3>" + _png(fig_cm))
-        roc_parts.append(_png(fig_roc))
-    return "".join(cm_parts), "".join(roc_parts)
-
-
-def cases_section(board: Board) -> str:
-    """Segmentation: the distribution of per-case Dice per model (first seed)."""
-
+def cases_section(board: Board, page: Page) -> str:
+    """Segmentation: per-case Dice per row (every seed's cases)."""
     runs = board.runs[board.runs["kind"] == "segmentation"]
     parts = []
-    for ds, g in (
-        runs.sort_values("seed").groupby(["dataset", "config_id"]).head(1).groupby("dataset")
-    ):
-        data, names = [], []
-        for _, r in g.iterrows():
-            path = Path(r["_dir"]) / "predictions_test.csv" if r["_dir"] else None
-            if path is None or not path.exists():
-                continue
-            import torch
+    for ds, g in runs.groupby("dataset"):
+        names = row_labels(board, list(g["config_id"].unique()))
+        fig = go.Figure()
+        for cid, rows in g.groupby("config_id"):
+            values = []
+            for d in rows["_dir"]:
+                path = Path(d) / "predictions_test.csv" if d else None
+                if path is None or not path.exists():
+                    continue
+                dice, _ = dice_iou_from_overlaps(torch.as_tensor(read_overlaps(path)[1]))
+                case = dice.nanmean(1).numpy()
+                values += case[~np.isnan(case)].tolist()
+            if values:
+                fig.add_trace(go.Box(y=values, name=names[cid], boxpoints="all"))
+        if fig.data:
+            fig.update_layout(yaxis_title="per-case Dice")
+            parts.append(_per_dataset(ds, page.plot(fig, 340)))
+    return "".join(parts)
 
-            dice, _ = dice_iou_from_overlaps(torch.as_tensor(read_overlaps(path)[1]))
-            case = dice.nanmean(1).numpy()
-            data.append(case[~np.isnan(case)])
-            names.append(str(r["model"]))
-        if not data:
-            continue
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(data)), 3))
-        ax.boxplot(data)
-        ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
-        ax.set_ylabel("per-case Dice")
-        ax.set_title(f"{ds}: per-case Dice (first seed)", fontsize=9)
-        parts.append(_png(fig))
+
+def cv_section(board: Board) -> str:
+    """Per-fold results of cross-validation rows."""
+    runs = board.runs
+    if "fold" not in runs or runs["fold"].isna().all():
+        return ""
+    parts = []
+    for _, g in runs[runs["fold"].notna()].groupby("config_id"):
+        metric = default_metric(g["kind"].iloc[0])
+        show = pd.DataFrame(
+            {
+                "fold": g["fold"].astype(int),
+                "seed": g["seed"],
+                f"val {metric}": [
+                    board.records[r].val.get(metric.removeprefix("test_")) for r in g["run_id"]
+                ],
+                metric: g[metric],
+                "run": g["run_id"],
+            }
+        ).sort_values("fold")
+        links = [run_anchor(r) for r in show["run"]]
+        attrs = [{"dataset": ds} for ds in g["dataset"]]
+        parts.append(
+            f"<h3>{_esc(g['dataset'].iloc[0])} · {_esc(g['model'].iloc[0])}</h3>"
+            + _table(show, left=("run",), row_attrs=attrs, links={"run": links})
+        )
     return "".join(parts)
 
 
 def runs_table(records: list[RunRecord]) -> str:
-    rows = []
+    rows, attrs = [], []
     for r in sorted(records, key=lambda r: (str(r.dataset), str(r.model), str(r.seed))):
         rows.append(
             {
@@ -477,72 +652,301 @@ def runs_table(records: list[RunRecord]) -> str:
                 "error": r.error or "",
             }
         )
+        attrs.append({"dataset": r.dataset, "model": r.model})
+    df = pd.DataFrame(rows)
     return _table(
-        pd.DataFrame(rows),
+        df,
         left=("status", "run_id", "dataset", "model", "error"),
         row_class="status",
+        row_attrs=attrs,
+        links={"run_id": [run_anchor(r) for r in df["run_id"]]},
     )
 
 
+# -- one page per run ---------------------------------------------------------------------------
+def _config_diff(record: RunRecord, others: list[RunRecord]) -> pd.DataFrame:
+    mine = flatten(canonical(record.config))
+    rows = []
+    for other in others:
+        theirs = flatten(canonical(other.config))
+        for key in sorted(set(mine) | set(theirs)):
+            if key.startswith(("paths.", "hydra.")) or mine.get(key) == theirs.get(key):
+                continue
+            rows.append({"key": key, "this run": mine.get(key), other.run_id: theirs.get(key)})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).groupby("key", as_index=False).first()
+
+
+def run_page(record: RunRecord, board: Board, page: Page) -> str:
+    """One run's page (an anchor): what it is, how it differs, what it measured."""
+    r = record
+    head = (
+        f'<section class="run-page" id="{_esc(run_anchor(r.run_id))}">'
+        f'<p><a href="#">← back to the overview</a></p><h2>{_esc(r.run_id)}</h2>'
+        f'<p><span class="{_esc(r.status)}">{_esc(r.status)}</span> · {_esc(r.dataset)} · '
+        f"{_esc(r.model)} · seed {_esc(r.seed)} · best epoch "
+        f"{_esc(None if r.best_epoch is None else r.best_epoch + 1)} of "
+        f"{_esc(r.epochs_run)}</p>"
+    )
+    parts = [head]
+    if r.error:
+        parts.append(f"<pre>{_esc(r.error)}\n{_esc(r.traceback or '')}</pre>")
+    for note in r.notes or []:
+        parts.append(_note(note))
+    run_dir = Path(r.dir) if r.dir else None
+    paths = {
+        "record": run_dir / "record.json" if run_dir else None,
+        "predictions": run_dir / "predictions_test.csv" if run_dir else None,
+        "history": run_dir / "history.csv" if run_dir else None,
+        "checkpoint": run_dir / "checkpoints" / "best.ckpt" if run_dir else None,
+    }
+    parts.append(
+        "<h3>Files</h3><ul>"
+        + "".join(
+            f"<li>{k}: <code>{_esc(p)}</code>{'' if p and p.exists() else ' (absent)'}</li>"
+            for k, p in paths.items()
+        )
+        + "</ul>"
+    )
+    metrics = pd.DataFrame(
+        [
+            {"split": k, **v}
+            for k, v in (("val", r.val), ("test", r.test), ("test@last", r.test_last))
+            if v
+        ]
+    )
+    if not metrics.empty:
+        parts.append("<h3>Metrics</h3>" + _table(metrics, left=("split",)))
+    peers = [
+        o for o in board.records.values() if o.config_id == r.config_id and o.run_id != r.run_id
+    ]
+    diff = _config_diff(r, peers)
+    parts.append(
+        "<h3>Difference from the other runs of its row</h3>"
+        + (_table(diff, left=("key",)) if not diff.empty else _note("no other run in this row"))
+    )
+    leader = _row_leader(board, r)
+    if leader is not None and leader.config_id != r.config_id:
+        diff = _config_diff(r, [leader])
+        parts.append(
+            f"<h3>Difference from the leader of {_esc(r.dataset)} "
+            f'(<a href="#{_esc(run_anchor(leader.run_id))}">{_esc(leader.run_id)}</a>)</h3>'
+            + _table(diff, left=("key",))
+        )
+    h = _history(run_dir)
+    if h is not None:
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation metric"))
+        for col in ("train_loss", "val_loss"):
+            if col in h:
+                fig.add_trace(go.Scatter(x=h["epoch"] + 1, y=h[col], name=col), 1, 1)
+        for col in [c for c in h if c in ("val_auc", "val_acc", "val_dice", "val_iou")]:
+            fig.add_trace(go.Scatter(x=h["epoch"] + 1, y=h[col], name=col), 1, 2)
+        fig.update_xaxes(title_text="epoch", dtick=1 if len(h) <= 12 else None)
+        parts.append("<h3>Learning curves</h3>" + page.plot(fig, 320))
+    if r.per_class.get("test"):
+        parts.append(
+            "<h3>Per class (test)</h3>" + _table(pd.DataFrame(r.per_class["test"]), left=("class",))
+        )
+    pred = _predictions(run_dir) if r.kind == "classification" else None
+    if pred is not None:
+        _, y, s = pred
+        labels = list((r.spec or {}).get("label_names") or [])
+        cm = _confusion(y, s, r.task)
+        plots = []
+        if cm is not None:
+            labels = labels or [str(i) for i in range(len(cm))]
+            fig = go.Figure(
+                go.Heatmap(
+                    z=cm,
+                    x=labels,
+                    y=labels,
+                    colorscale="Blues",
+                    text=cm,
+                    texttemplate="%{text}",
+                    showscale=False,
+                )
+            )
+            fig.update_layout(
+                title="confusion matrix (test)",
+                xaxis_title="predicted",
+                yaxis_title="true",
+                yaxis_autorange="reversed",
+            )
+            plots.append(page.plot(fig, 330))
+        fpr, tpr = _roc(y, s, r.task)
+        fig = go.Figure(
+            [
+                go.Scatter(x=fpr, y=tpr, name="ROC"),
+                go.Scatter(x=[0, 1], y=[0, 1], name="chance", line={"dash": "dot"}),
+            ]
+        )
+        fig.update_layout(
+            title="ROC (test)", xaxis_title="false positive rate", yaxis_title="true positive rate"
+        )
+        plots.append(page.plot(fig, 330))
+        bins = reliability_bins(*confidence_and_correct(y, s, r.task))
+        if bins:
+            conf, acc, count = map(np.array, zip(*bins, strict=True))
+            fig = go.Figure(
+                [
+                    go.Bar(
+                        x=conf,
+                        y=acc,
+                        name="accuracy",
+                        width=0.05,
+                        text=count,
+                        hovertemplate="conf %{x:.2f}: acc %{y:.2f} (%{text})",
+                    ),
+                    go.Scatter(x=[0, 1], y=[0, 1], name="perfect", line={"dash": "dot"}),
+                ]
+            )
+            fig.update_layout(
+                title="reliability (test)", xaxis_title="confidence", yaxis_title="accuracy"
+            )
+            plots.append(page.plot(fig, 330))
+        parts.append("<h3>Predictions</h3>" + "".join(plots))
+    rob = (r.evaluations or {}).get("robustness")
+    if rob and rob.get("corruptions"):
+        names = sorted(rob["corruptions"])
+        sevs = sorted({int(k) for v in rob["corruptions"].values() for k in v})
+        z = [
+            [rob["corruptions"][n].get(str(s), {}).get("balanced_error") for s in sevs]
+            for n in names
+        ]
+        fig = go.Figure(
+            go.Heatmap(
+                z=z,
+                x=[str(s) for s in sevs],
+                y=names,
+                colorscale="Reds",
+                colorbar={"title": "balanced error"},
+            )
+        )
+        fig.update_layout(
+            title=f"robustness ({rob.get('set', 'MedMNIST-C')}; clean "
+            f"{rob['clean']['balanced_error']:.3f})",
+            xaxis_title="severity",
+        )
+        parts.append("<h3>Robustness</h3>" + page.plot(fig, 420))
+    for png in sorted(run_dir.glob("explain/*.png")) if run_dir else []:
+        data = base64.b64encode(png.read_bytes()).decode()
+        parts.append(f'<h3>Grad-CAM</h3><img alt="Grad-CAM" src="data:image/png;base64,{data}">')
+    parts.append(
+        "<h3>Config</h3>"
+        + _table(
+            pd.DataFrame(sorted(flatten(r.config).items()), columns=["key", "value"]),
+            left=("key", "value"),
+        )
+    )
+    return "".join(parts) + "</section>"
+
+
+def _row_leader(board: Board, record: RunRecord) -> RunRecord | None:
+    """The first run of the rank-1 row on the record's dataset."""
+    if board.empty:
+        return None
+    table = board.table
+    top = table[(table["dataset"] == record.dataset) & (~table["ensemble"].astype(bool))]
+    if top.empty:
+        return None
+    cid = top.sort_values("rank").iloc[0]["config_id"]
+    runs = board.runs[board.runs["config_id"] == cid].sort_values("seed")
+    return board.records.get(runs["run_id"].iloc[0]) if len(runs) else None
+
+
+# -- the page ------------------------------------------------------------------------------------
 def _section(title: str, render: Callable[[], str]) -> list[str]:
     try:
         body = render()
     except Exception as e:  # one broken section must not cost the whole report
         log.warning("report section %r not drawn: %s", title, e)
         body = _note(f"not drawn: {type(e).__name__}: {e}")
-    return [f"<h2>{html.escape(title)}</h2>", body] if body else []
+    return [f"<h2>{_esc(title)}</h2>", body] if body else []
+
+
+def _filters(records: list[RunRecord]) -> str:
+    datasets = sorted({str(r.dataset) for r in records})
+    models = sorted({str(r.model) for r in records})
+
+    def options(values):
+        return '<option value="">all</option>' + "".join(
+            f'<option value="{_esc(v)}">{_esc(v)}</option>' for v in values
+        )
+
+    return (
+        '<div id="filters"><label>dataset <select id="f-dataset">'
+        f"{options(datasets)}</select></label>"
+        f'<label>model <select id="f-model">{options(models)}</select></label>'
+        '<label>rows containing <input id="f-text" type="search" placeholder="any text">'
+        "</label></div>"
+    )
 
 
 def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Path:
     records, problems = RunStore(runs_dir).iter_records()
-    sections = [
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="muted">{len(records)} runs in {html.escape(str(runs_dir))}, '
-        f"generated {now_iso()}</p>",
+    page = Page()
+    overview = [
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="muted">{len(records)} runs in {_esc(runs_dir)}, generated {now_iso()}; '
+        "numbers as bench-leaderboard computes them</p>",
     ]
     counts = pd.Series([r.status for r in records], dtype=object).value_counts().to_dict()
-    sections.append("<p>" + ", ".join(f"{v} {k}" for k, v in counts.items()) + "</p>")
+    overview.append("<p>" + ", ".join(f"{v} {k}" for k, v in counts.items()) + "</p>")
     if problems:
-        sections.append(
-            "<p class='failed'>Unreadable records: " + html.escape("; ".join(problems)) + "</p>"
+        overview.append(
+            "<p class='failed'>Unreadable records: " + _esc("; ".join(problems)) + "</p>"
         )
     board = board_from_records(records, n_boot=BOOTSTRAP_RESAMPLES)
+    runs_pages = []
     if not board.empty:
-        cm, roc = "", ""
-        try:
-            cm, roc = prediction_plots(board)
-        except Exception as e:
-            log.warning("confusion matrices not drawn: %s", e)
-        sections += _section("Leaderboard", lambda: leaderboard_section(board))
-        sections += _section("Ranks across datasets", lambda: stats_section(board))
-        sections += _section("Learning curves", lambda: curves_section(board))
-        sections += _section("Accuracy vs cost", lambda: cost_section(board))
-        sections += _section("Per-run spread", lambda: spread_section(board))
-        sections += _section("Data efficiency", lambda: fraction_section(board))
-        sections += _section("Calibration (reliability)", lambda: calibration_section(board))
-        sections += _section("Selective prediction", lambda: selective_section(board))
-        sections += _section("Robustness", lambda: robustness_section(records))
-        sections += _section("Per-case Dice", lambda: cases_section(board))
-        sections += _section("Confusion matrices", lambda: cm)
-        sections += _section("ROC curves", lambda: roc)
-        explain = sorted(Path(runs_dir).glob("*/explain/*.png"))
-        if explain:
-            sections.append("<h2>Grad-CAM explanations</h2>")
-            for p in explain:
-                data = base64.b64encode(p.read_bytes()).decode()
-                sections.append(
-                    f"<h3>{html.escape(p.parent.parent.name)}</h3>"
-                    f'<img alt="gradcam" src="data:image/png;base64,{data}">'
-                )
+        overview += _section("Across datasets", lambda: cross_dataset_section(board))
+        overview += _section("Leaderboard", lambda: leaderboard_section(board))
+        overview += _section("Learning curves", lambda: curves_section(board, page))
+        overview += _section("Accuracy vs cost", lambda: cost_section(board, page))
+        overview += _section("Per-run spread", lambda: spread_section(board, page))
+        overview += _section(
+            "ROC curves (every seed)", lambda: seed_curves_section(board, page, "roc")
+        )
+        overview += _section(
+            "Calibration (reliability, every seed)",
+            lambda: seed_curves_section(board, page, "calibration"),
+        )
+        overview += _section(
+            "Selective prediction (risk-coverage, every seed)",
+            lambda: seed_curves_section(board, page, "selective"),
+        )
+        overview += _section(
+            "Confusion matrices (seeds summed)", lambda: confusion_section(board, page)
+        )
+        overview += _section("Robustness", lambda: robustness_section(records, page))
+        overview += _section("Per-case Dice", lambda: cases_section(board, page))
+        overview += _section("Cross-validation folds", lambda: cv_section(board))
     elif records:
-        sections.append(_note("no finished runs yet: nothing to rank"))
-    sections += ["<h2>Runs</h2>", runs_table(records)] if records else []
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>"
+        overview.append(_note("no finished runs yet: nothing to rank"))
+    overview += ["<h2>Runs</h2>", runs_table(records)] if records else []
+    for r in records:
+        try:
+            runs_pages.append(run_page(r, board, page))
+        except Exception as e:  # one run's page must not cost the report
+            log.warning("page of run %s not drawn: %s", r.run_id, e)
+            runs_pages.append(
+                f'<section class="run-page" id="{_esc(run_anchor(r.run_id))}">'
+                f"<h2>{_esc(r.run_id)}</h2>{_note(f'not drawn: {type(e).__name__}: {e}')}"
+                "</section>"
+            )
+    figures = json.dumps(page.figures, separators=(",", ":")).replace("</", "<\\/")
+    html_page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{_esc(title)}</title><style>{CSS}</style>"
+        f"<script>{get_plotlyjs()}</script></head><body>"
+        f"{_filters(records)}<main id='overview'>{''.join(overview)}</main>"
+        f"{''.join(runs_pages)}"
+        f'<script type="application/json" id="figures">{figures}</script>'
+        f"<script>{SCRIPT}</script></body></html>"
     )
     path = Path(out)
-    atomic_write_text(path, page)
+    atomic_write_text(path, html_page)
     return path
 
 
@@ -551,5 +955,5 @@ def run(args) -> int:
     if not Path(args.runs_dir).is_dir():
         raise ConfigError(f"run store {args.runs_dir} does not exist; run bench-train first")
     path = build_report(args.runs_dir, args.out, args.title)
-    print(f"wrote {path.resolve()}")
+    print(f"wrote {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
     return 0

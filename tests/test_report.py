@@ -1,8 +1,6 @@
 """The HTML dashboard from a small synthetic sweep, opened in headless Chromium; Grad-CAM."""
 
-import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -78,65 +76,107 @@ def test_gradcam_on_a_trained_model_has_input_size_and_varies(sweep_store):
     assert float(maps.std()) > 0.01
 
 
+def _add_a_3d_run(store: Path) -> None:
+    """A second dataset in the store, so the dataset filter has something to hide."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from conftest import CONF
+
+    GlobalHydra.instance().clear()
+    small = ["data.n_train=32", "data.n_val=16", "data.n_test=16", "data.batch_size=8"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["data=synthetic3d", "model=cnn3d", *FAST[:3], *small],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.runs_dir = str(store)
+        cfg.paths.output_dir = str(store.parent / "out")
+        cfg.data.cache_dir = str(store.parent / "data")
+        del cfg.hydra
+    assert train(cfg).status == "done"
+    GlobalHydra.instance().clear()
+
+
 @pytest.mark.slow
-def test_report_renders_in_headless_chromium(sweep_store, tmp_path):
-    page = build_report(str(sweep_store), str(tmp_path / "report.html"))
-    text = page.read_text()
-    assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
-    assert text.count("<img") >= 5
-    records = [json.loads(p.read_text()) for p in sweep_store.glob("*/record.json")]
-    assert len(records) == 4
+def test_report_in_a_real_browser(sweep_store, tmp_path):
+    """Playwright drives the system Chromium over the page with JavaScript on: no console
+    errors, no request leaves the page, headers sort, the dataset filter hides rows, a run link
+    opens that run's page with its config and learning curve; a screenshot for the docs."""
+    playwright = pytest.importorskip("playwright.sync_api")
     if CHROMIUM is None:
         pytest.skip("chromium not installed (apt-get install chromium; .ci/run does it)")
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "<table" in dom.stdout
-    # the leaderboard section lists both models; the run table has 4 done rows
-    assert dom.stdout.count('<tr class="done">') == 4
-    assert "bccnn" in dom.stdout and "resnet18" in dom.stdout
-    console_errors = [
-        ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln and "ERROR" in ln.upper()
-    ]
-    assert not console_errors, console_errors
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "report.png"
-    subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-    )
-    assert shot.exists() and shot.stat().st_size > 20000
-    # the images decode (rendered, not broken): chromium reports naturalWidth via a JS probe
-    probe = tmp_path / "probe.html"
-    probe.write_text(
-        text.replace(
-            "</body>",
-            "<script>window.onload=()=>{const b=[...document.images].filter(i=>!i.naturalWidth);"
-            "document.title='broken:'+b.length;}</script></body>",
+    _add_a_3d_run(sweep_store)
+    page_path = build_report(str(sweep_store), str(tmp_path / "report.html"))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors, outside = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on(
+            "request",
+            lambda r: outside.append(r.url) if not r.url.startswith(("file:", "data:")) else None,
         )
-    )
-    dom2 = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "<title>broken:0</title>" in dom2.stdout
+        page.goto(page_path.as_uri())
+        page.wait_for_selector("#overview div.plot .main-svg")
+        assert not errors, errors
+        # sorting: the runs table by seed, ascending then descending
+        runs = page.locator("#overview table.sortable").last
+        seed_col = runs.locator("th", has_text="seed")
+        seed_col.click()
+        up = runs.locator("tbody tr td:nth-child(5)").all_inner_texts()
+        seed_col.click()
+        down = runs.locator("tbody tr td:nth-child(5)").all_inner_texts()
+        assert up == sorted(up) and down == sorted(up, reverse=True) and up != down
+        # the dataset filter hides the other datasets' rows and charts
+        page.select_option("#f-dataset", "synthetic3d")
+        assert page.locator("#overview tr[data-dataset=synthetic]:visible").count() == 0
+        assert page.locator("#overview tr[data-dataset=synthetic3d]:visible").count() >= 1
+        page.select_option("#f-dataset", "")
+        # a run link opens that run's page: its config and its learning curve
+        link = page.locator("#overview a[href^='#run-synthetic_28_bccnn']").first
+        target = link.get_attribute("href")
+        link.click()
+        run_page = page.locator(f"section{target}")
+        run_page.locator("div.plot .main-svg").first.wait_for()
+        assert run_page.locator("h3", has_text="Config").count() == 1
+        assert run_page.locator("h3", has_text="Learning curves").count() == 1
+        assert page.locator("#overview").is_hidden()
+        assert not errors and not outside, (errors, outside)
+        page.goto(page_path.as_uri())
+        page.wait_for_selector("#overview div.plot .main-svg")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "report.png"
+        page.screenshot(path=str(shot), full_page=False)
+        browser.close()
+    assert shot.stat().st_size > 20000
+
+
+def test_report_numbers_are_the_leaderboard_csvs(sweep_store, tmp_path):
+    """One source of numbers: every mean ± std and CI in the page's leaderboard is the cell the
+    leaderboard CSV holds (same aggregation, same bootstrap, same rounding)."""
+    import re
+
+    import pandas as pd
+
+    from bench.commands.leaderboard import main
+
+    assert main(["--runs-dir", str(sweep_store), "--out", str(tmp_path / "lb")]) == 0
+    csv = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    text = build_report(str(sweep_store), str(tmp_path / "r.html")).read_text()
+    single = csv[~csv["ensemble"].astype(bool) & (csv["dataset"] == "synthetic")]
+    assert len(single) == 2
+    for _, row in single.iterrows():
+        auc = f"{row['test_auc_mean']:.4f} ± {row['test_auc_std']:.4f}"
+        ci = f"[{row['test_auc_ci95_lo']:.3f}, {row['test_auc_ci95_hi']:.3f}]"
+        assert auc in text and ci in text, (row["model"], auc, ci)
+    assert not re.search(r"<img alt=\"plot\"", text)  # charts are interactive, not PNGs
 
 
 def _store(root, overrides_list):
@@ -181,7 +221,7 @@ def test_segmentation_only_store_renders_a_report(tmp_path):
     runs = _store(tmp_path, [SEG, [*SEG, "seed=1"]])
     page = build_report(str(runs), str(tmp_path / "r.html")).read_text()
     assert "ranked by test_dice" in page and "Per-case Dice" in page
-    assert "not drawn" not in page and page.count('<tr class="done">') == 2
+    assert "not drawn" not in page and page.count('<tr class="done"') == 2
 
 
 def test_a_store_with_failed_and_interrupted_runs_renders(tmp_path):
@@ -192,7 +232,7 @@ def test_a_store_with_failed_and_interrupted_runs_renders(tmp_path):
     store.write(RunRecord(run_id="x-failed", status="failed", error="ValueError: boom"))
     store.write(RunRecord(run_id="x-int", status="interrupted", error="interrupted"))
     page = build_report(str(runs), str(tmp_path / "r.html")).read_text()
-    assert page.count('<tr class="failed">') == 1 and page.count('<tr class="interrupted">') == 1
+    assert page.count('<tr class="failed"') == 1 and page.count('<tr class="interrupted"') == 1
     assert "ValueError: boom" in page and "not drawn" not in page
     # nothing finished at all: still a page that says so
     only = RunStore(tmp_path / "only")
