@@ -11,6 +11,7 @@ here; none imports another tool.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,7 @@ from bench.records import RunRecord, load_record
 from bench.spec import DataSpec
 
 BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"
+log = logging.getLogger(__name__)
 
 
 def load_finished_record(run_dir: str | Path) -> RunRecord:
@@ -92,11 +94,22 @@ class Run:
 
     @cached_property
     def datamodule(self):
-        """The run's datamodule, set up (its splits loaded into memory, on the CPU)."""
+        """The run's datamodule, set up (its splits loaded into memory, on the CPU). A warning
+        says so when the data no longer has the content hash the run recorded."""
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        dm = instantiate(OmegaConf.create(self.config).data)
+        data = dict(self.config.get("data") or {})
+        recorded = data.pop("fingerprint", None)  # identity, not an option of the datamodule
+        dm = instantiate(OmegaConf.create(data))
+        if recorded is not None and dm.fingerprint() != recorded:
+            log.warning(
+                "run %s was trained on data with fingerprint %s; the data at this path now has "
+                "%s (replaced or edited since): its numbers are not reproducible on it",
+                self.record.run_id,
+                recorded,
+                dm.fingerprint(),
+            )
         dm.setup("test")
         return dm
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
@@ -65,13 +66,14 @@ pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:.8em}
 
 SCRIPT = """
 (function(){
-const figs = JSON.parse(document.getElementById('figures').textContent);
+const template = JSON.parse(document.getElementById('template').textContent);
 const drawn = new Set();
 function drawOne(div){
   const id = div.dataset.fig;
   if (drawn.has(id) || div.offsetParent === null) return;
   drawn.add(id);
-  const f = figs[id];
+  const f = JSON.parse(document.getElementById('fig-' + id).textContent);
+  f.layout.template = template;
   Plotly.newPlot(div, f.data, f.layout, {displaylogo:false, responsive:true});
 }
 // a chart is drawn when it scrolls into view: a 200-run page opens without drawing them all
@@ -138,15 +140,30 @@ class Page:
     """Collects the page's figures (Plotly JSON, drawn on demand by the page's script)."""
 
     def __init__(self) -> None:
-        self.figures: dict[str, dict] = {}
+        self.figures: dict[str, str] = {}
 
     def plot(self, fig: go.Figure, height: int = 360) -> str:
+        """A placeholder div; the figure's JSON goes into its own script tag, parsed only when
+        the chart is drawn (a 200-run page does not parse every chart at load)."""
         key = f"f{len(self.figures)}"
-        fig.update_layout(
-            height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white"
-        )
-        self.figures[key] = json.loads(json.dumps(fig.to_plotly_json(), cls=PlotlyJSONEncoder))
+        fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50})
+        self.figures[key] = json.dumps(fig.to_plotly_json(), cls=PlotlyJSONEncoder)
         return f'<div class="plot" data-fig="{key}"></div>'
+
+    def scripts(self) -> str:
+        """The figures' JSON, one script tag each, and the shared template once."""
+        template = json.dumps(pio.templates["plotly_white"].to_plotly_json(), cls=PlotlyJSONEncoder)
+        tags = [f'<script type="application/json" id="template">{_safe(template)}</script>']
+        tags += [
+            f'<script type="application/json" id="fig-{k}">{_safe(v)}</script>'
+            for k, v in self.figures.items()
+        ]
+        return "".join(tags)
+
+
+def _safe(text: str) -> str:
+    """JSON inside a script tag must not close it."""
+    return text.replace("</", "<\\/")
 
 
 def _esc(v) -> str:
@@ -455,6 +472,56 @@ def spread_section(board: Board, page: Page) -> str:
     return "".join(parts)
 
 
+def fraction_section(board: Board, page: Page) -> str:
+    """Metric vs training fraction per model, with the 95% CI as a band (data efficiency)."""
+    table = board.table
+    if "data.fraction" not in table:
+        return ""
+    parts = []
+    for ds, g in table.groupby("dataset"):
+        metric = default_metric(g["kind"].iloc[0])
+        g = g[~g["ensemble"].astype(bool)].copy()
+        g["fraction"] = [1.0 if v is None or v != v else float(v) for v in g["data.fraction"]]
+        if g["fraction"].nunique() < 2:
+            continue
+        fig = go.Figure()
+        for i, (model, m) in enumerate(g.groupby("model")):
+            m = m.sort_values("fraction")
+            color = PALETTE[i % len(PALETTE)]
+            if f"{metric}_ci95_lo" in m:
+                band = pd.concat([m["fraction"], m["fraction"][::-1]])
+                edge = pd.concat([m[f"{metric}_ci95_hi"], m[f"{metric}_ci95_lo"][::-1]])
+                fig.add_trace(
+                    go.Scatter(
+                        x=band,
+                        y=edge.astype(float),
+                        fill="toself",
+                        opacity=0.2,
+                        line={"width": 0, "color": color},
+                        legendgroup=str(model),
+                        showlegend=False,
+                        hoverinfo="skip",
+                    )
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=m["fraction"],
+                    y=m[f"{metric}_mean"],
+                    name=str(model),
+                    legendgroup=str(model),
+                    line={"color": color},
+                )
+            )
+        fig.update_layout(
+            xaxis_type="log",
+            xaxis_title="fraction of the training split",
+            yaxis_title=metric,
+            title="data efficiency (band: 95% CI)",
+        )
+        parts.append(_per_dataset(ds, page.plot(fig, 340)))
+    return "".join(parts)
+
+
 def seed_curves_section(board: Board, page: Page, kind: str) -> str:
     """ROC, reliability or risk-coverage curves of every run (every seed), one trace each."""
     parts = []
@@ -632,6 +699,157 @@ def cv_section(board: Board) -> str:
             f"<h3>{_esc(g['dataset'].iloc[0])} · {_esc(g['model'].iloc[0])}</h3>"
             + _table(show, left=("run",), row_attrs=attrs, links={"run": links})
         )
+    return "".join(parts)
+
+
+def search_frame(records: list[RunRecord]) -> dict[str, pd.DataFrame]:
+    """Per Optuna study: one row per trial (number, status, objective, the searched values)."""
+    studies: dict[str, list[RunRecord]] = {}
+    for r in records:
+        hs = (r.config or {}).get("hparams_search") or {}
+        if hs.get("trial_number") is not None:
+            studies.setdefault(str(hs.get("study_name") or "study"), []).append(r)
+    out = {}
+    for name, recs in studies.items():
+        flats = [flatten(canonical(r.config)) for r in recs]
+        keys = sorted({k for f in flats for k in f})
+        varying = [
+            k
+            for k in keys
+            if not k.startswith(("hparams_search.", "paths.", "data.fingerprint"))
+            and k not in ("seed", "data.seed")
+            and len({json.dumps(f.get(k), default=str) for f in flats}) > 1
+        ]
+        metric = (recs[0].config.get("hparams_search") or {}).get("metric") or "auc"
+        rows = []
+        for r, f in zip(recs, flats, strict=True):
+            rows.append(
+                {
+                    "trial": int(r.config["hparams_search"]["trial_number"]),
+                    "status": r.status,
+                    f"val_{metric}": r.val.get(metric),
+                    **{k: f.get(k) for k in varying},
+                    "run_id": r.run_id,
+                }
+            )
+        out[name] = pd.DataFrame(rows).sort_values("trial")
+    return out
+
+
+def param_importances(trials: pd.DataFrame, objective: str, params: list[str]) -> dict:
+    """Optuna's fANOVA importances of the searched values, from the trials' records."""
+    import optuna
+
+    done = trials[trials[objective].notna()]
+    dists = {}
+    for p in params:
+        values = done[p].dropna()
+        if values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            lo, hi = float(values.min()), float(values.max())
+            if lo == hi:
+                continue
+            dists[p] = optuna.distributions.FloatDistribution(lo, hi, log=lo > 0 and hi / lo > 20)
+        else:
+            dists[p] = optuna.distributions.CategoricalDistribution(
+                sorted(map(str, values.unique()))
+            )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for _, row in done.iterrows():
+        params_ = {
+            p: (
+                str(row[p])
+                if isinstance(d, optuna.distributions.CategoricalDistribution)
+                else float(row[p])
+            )
+            for p, d in dists.items()
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params_, distributions=dists, value=float(row[objective])
+            )
+        )
+    # fANOVA, seeded: the same page every time (Optuna 5's default evaluator is PED-ANOVA)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return {
+        k: float(v)
+        for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()
+    }
+
+
+def search_section(records: list[RunRecord], page: Page) -> str:
+    """Optuna studies: objective per trial (best so far), parallel coordinates of the searched
+    values, and their importances when the study has at least 10 finished trials."""
+    parts = []
+    for name, trials in search_frame(records).items():
+        objective = next(c for c in trials if c.startswith("val_"))
+        params = [c for c in trials if c not in ("trial", "status", objective, "run_id")]
+        done = trials[trials[objective].notna()]
+        fig = go.Figure(
+            [
+                go.Scatter(
+                    x=done["trial"],
+                    y=done[objective],
+                    mode="markers",
+                    name="trial",
+                    text=done["run_id"],
+                ),
+                go.Scatter(
+                    x=done["trial"],
+                    y=done[objective].cummax(),
+                    mode="lines",
+                    name="best so far",
+                    line={"shape": "hv"},
+                ),
+            ]
+        )
+        fig.update_layout(
+            title=f"study {name}: {objective} per trial", xaxis_title="trial", yaxis_title=objective
+        )
+        body = page.plot(fig, 320)
+        dims = []
+        for p in [*params, objective]:
+            col = done[p]
+            if col.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+                dims.append({"label": p, "values": col.astype(float).tolist()})
+            else:
+                codes, names = pd.factorize(col.astype(str))
+                dims.append(
+                    {
+                        "label": p,
+                        "values": codes.tolist(),
+                        "tickvals": list(range(len(names))),
+                        "ticktext": list(names),
+                    }
+                )
+        if len(dims) >= 2 and len(done) >= 2:
+            par = go.Figure(
+                go.Parcoords(
+                    dimensions=dims,
+                    line={
+                        "color": done[objective].astype(float).tolist(),
+                        "colorscale": "Viridis",
+                        "showscale": True,
+                    },
+                )
+            )
+            par.update_layout(title="searched values (lines coloured by the objective)")
+            body += page.plot(par, 380)
+        if len(done) >= 10 and params:
+            try:
+                imp = param_importances(trials, objective, params)
+                bar = go.Figure(go.Bar(x=list(imp.values()), y=list(imp), orientation="h"))
+                bar.update_layout(
+                    title="parameter importance (Optuna fANOVA)", xaxis_title="importance"
+                )
+                body += page.plot(bar, 260)
+            except Exception as e:  # importance needs variance: say why it is missing
+                body += _note(f"parameter importance not computed: {type(e).__name__}: {e}")
+        else:
+            body += _note(f"parameter importance needs >= 10 finished trials ({len(done)} here)")
+        links = {"run_id": [run_anchor(r) for r in trials["run_id"]]}
+        body += _table(trials, left=("status", "run_id"), links=links)
+        parts.append(f"<h3>{_esc(name)}</h3>{body}")
     return "".join(parts)
 
 
@@ -905,6 +1123,7 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
         overview += _section("Learning curves", lambda: curves_section(board, page))
         overview += _section("Accuracy vs cost", lambda: cost_section(board, page))
         overview += _section("Per-run spread", lambda: spread_section(board, page))
+        overview += _section("Data efficiency", lambda: fraction_section(board, page))
         overview += _section(
             "ROC curves (every seed)", lambda: seed_curves_section(board, page, "roc")
         )
@@ -922,6 +1141,7 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
         overview += _section("Robustness", lambda: robustness_section(records, page))
         overview += _section("Per-case Dice", lambda: cases_section(board, page))
         overview += _section("Cross-validation folds", lambda: cv_section(board))
+        overview += _section("Hyperparameter search", lambda: search_section(records, page))
     elif records:
         overview.append(_note("no finished runs yet: nothing to rank"))
     overview += ["<h2>Runs</h2>", runs_table(records)] if records else []
@@ -935,14 +1155,13 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
                 f"<h2>{_esc(r.run_id)}</h2>{_note(f'not drawn: {type(e).__name__}: {e}')}"
                 "</section>"
             )
-    figures = json.dumps(page.figures, separators=(",", ":")).replace("</", "<\\/")
     html_page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{_esc(title)}</title><style>{CSS}</style>"
         f"<script>{get_plotlyjs()}</script></head><body>"
         f"{_filters(records)}<main id='overview'>{''.join(overview)}</main>"
         f"{''.join(runs_pages)}"
-        f'<script type="application/json" id="figures">{figures}</script>'
+        f"{page.scripts()}"
         f"<script>{SCRIPT}</script></body></html>"
     )
     path = Path(out)

@@ -334,16 +334,24 @@ def test_robust_on_a_non_medmnist_run_uses_the_generic_set(make_cfg, tmp_path):
 
 
 # -- 13. one computation behind the leaderboard and the report -------------------------------------
-def test_report_and_leaderboard_share_one_bootstrap_and_unit():
+def test_report_and_leaderboard_share_one_bootstrap_and_unit(tmp_path, monkeypatch):
+    import bench.report as report
     from bench.board import BOOTSTRAP_RESAMPLES
     from bench.commands.leaderboard import BOOTSTRAP_RESAMPLES as CLI_DEFAULT
-    from bench.report import build_report
+    from bench.commands.leaderboard import parser
 
-    assert BOOTSTRAP_RESAMPLES == CLI_DEFAULT == 1000
-    import inspect
+    assert BOOTSTRAP_RESAMPLES == CLI_DEFAULT == parser().parse_args([]).n_boot == 1000
+    seen = {}
+    real = report.board_from_records
 
-    source = inspect.getsource(build_report)
-    assert "n_boot=BOOTSTRAP_RESAMPLES" in source and "300" not in source
+    def spy(records, *args, **kwargs):
+        seen.update(kwargs)
+        return real(records, *args, **kwargs)
+
+    monkeypatch.setattr(report, "board_from_records", spy)
+    (tmp_path / "runs").mkdir()
+    report.build_report(str(tmp_path / "runs"), str(tmp_path / "r.html"))
+    assert seen["n_boot"] == BOOTSTRAP_RESAMPLES
 
 
 # -- 15. published pages read their figures from their CSVs ------------------------------------
@@ -370,3 +378,55 @@ def test_a_placeholder_that_matches_no_single_row_is_an_error(tmp_path):
     assert render_notes("{{t.csv | model=b | auc | .2f}}", tmp_path) == "0.70"
     with pytest.raises(ConfigError, match="2 rows of t.csv match"):
         render_notes("{{t.csv | | auc | .2f}}", tmp_path)
+
+
+# -- 12. each note once ---------------------------------------------------------------------
+def test_md5_and_wandb_offline_notes_are_said_once(make_cfg, tmp_path, caplog, monkeypatch):
+    import logging
+
+    from bench.tracking import resolve_wandb_mode
+
+    root = tmp_path / "mm"
+    write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2)  # not the official bytes
+    args = ["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]]
+    with caplog.at_level(logging.WARNING):
+        train(make_cfg(args))
+        train(make_cfg([*args, "seed=1"]))
+    assert caplog.text.count("differs from medmnist's") == 1, caplog.text
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("MEDBENCH_WANDB_OFFLINE_HINT_SAID", raising=False)
+    monkeypatch.setattr("bench.tracking.wandb_credentials_present", lambda: False)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bench.tracking"):
+        assert [resolve_wandb_mode("auto") for _ in range(3)] == ["offline"] * 3
+    assert caplog.text.count("no API key found") == 1
+
+
+def test_tta_and_torchscript_export_print_no_lightning_or_deprecation_noise(make_cfg, tmp_path):
+    out = train(make_cfg(["data=synthetic", "model=bccnn", *FAST]))
+    run_dir = str(load_record(out.record_path).dir)
+    for args in (
+        ["bench-tta", "--run-dir", run_dir],
+        ["bench-export", run_dir, "--format", "torchscript"],
+    ):
+        proc = run_cli(args, tmp_path, check=True)
+        text = proc.stdout + proc.stderr
+        for noise in ("GPU available", "litlogger", "FutureWarning", "LeafSpec", "TPU available"):
+            assert noise not in text, (args[0], noise, text[-1500:])
+
+
+def test_a_finished_run_says_when_its_data_changed_since(make_cfg, tmp_path, caplog):
+    import logging
+
+    import bench
+
+    root = tmp_path / "mm"
+    path = write_medmnist_npz(root / "breastmnist.npz", (28, 28), 2, seed=0)
+    out = train(make_cfg(["data=breastmnist", f"data.root={root}", "model=bccnn", *FAST[:3]]))
+    run = bench.load_run(load_record(out.record_path).dir)
+    run.test_arrays()  # the same bytes: quiet
+    assert "not reproducible" not in caplog.text
+    write_medmnist_npz(path, (28, 28), 2, seed=5)
+    with caplog.at_level(logging.WARNING):
+        bench.load_run(run.dir).test_arrays()
+    assert "replaced or edited since" in caplog.text

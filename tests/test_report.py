@@ -239,3 +239,34 @@ def test_a_store_with_failed_and_interrupted_runs_renders(tmp_path):
     only.write(RunRecord(run_id="y-failed", status="failed", error="boom"))
     text = build_report(str(tmp_path / "only"), str(tmp_path / "o.html")).read_text()
     assert "no finished runs yet" in text
+
+
+def test_search_view_shows_trials_values_and_importance(tmp_path):
+    """An Optuna study's trials (ordinary records with hparams_search.trial_number): objective per
+    trial, parallel coordinates, and fANOVA importance once there are >= 10 trials; the value
+    that drives the objective is the most important."""
+    from bench.records import RunRecord, RunStore
+    from bench.report import param_importances, search_frame
+
+    store = RunStore(tmp_path / "runs")
+    rng = np.random.default_rng(0)
+    for t in range(12):
+        lr, dropout = float(10 ** rng.uniform(-4, -1.5)), float(rng.uniform(0, 0.6))
+        config = {
+            "seed": 0,
+            "model": {"name": "bccnn", "dropout": dropout},
+            "task": {"optimizer": {"lr": lr}},
+            "hparams_search": {"study_name": "s", "trial_number": t, "metric": "auc"},
+        }
+        auc = 0.9 - 20 * abs(lr - 0.003) + 0.001 * dropout
+        store.write(
+            RunRecord(run_id=f"t{t}", status="done", config=config, val={"auc": auc}, model="bccnn")
+        )
+    records, _ = store.iter_records()
+    trials = search_frame(records)["s"]
+    assert list(trials["trial"]) == list(range(12))
+    assert {"task.optimizer.lr", "model.dropout"} <= set(trials.columns)
+    imp = param_importances(trials, "val_auc", ["task.optimizer.lr", "model.dropout"])
+    assert max(imp, key=imp.get) == "task.optimizer.lr"
+    page = build_report(str(tmp_path / "runs"), str(tmp_path / "r.html")).read_text()
+    assert "Hyperparameter search" in page and "parameter importance" in page

@@ -129,7 +129,14 @@ def test_submitit_local_launcher(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_path):
+@pytest.mark.parametrize(
+    "sig, said",
+    [
+        (signal.SIGINT, "interrupted by the user (Ctrl-C)"),
+        (signal.SIGTERM, "terminated by SIGTERM"),
+    ],
+)
+def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_path, sig, said):
     # epochs of ~1-2 s: long enough to interrupt after the first, short enough to finish later
     args = [
         "bench-train",
@@ -148,11 +155,12 @@ def test_ctrl_c_marks_interrupted_and_rerun_resumes_from_last_checkpoint(tmp_pat
         if proc.poll() is not None:  # ended before its first checkpoint: say why, don't wait
             pytest.fail(f"run ended early (exit {proc.returncode}): {proc.stdout.read()[-2000:]}")
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-2000:]
     (rec,) = records(tmp_path / "runs").values()
-    assert rec["status"] == "interrupted" and "rerun to resume" in rec["error"]
+    assert rec["status"] == "interrupted" and said in rec["error"], rec["error"]
+    assert "rerun the same command to resume" in rec["error"]
     run_cli(args, tmp_path, check=True)
     after = records(tmp_path / "runs")[rec["run_id"]]
     assert after["status"] == "done" and after["resumed_from"].endswith("last.ckpt")
