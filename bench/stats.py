@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,54 @@ def read_outputs(path: str | Path, kind: str) -> Arrays:
 
 def metric_fn(kind_or_task: str, metric: str, task: str | None = None) -> Callable[..., float]:
     """``fn(*arrays) -> float`` for one metric: ``fn(y, s)`` for classification tasks (pass
-    the task name), ``fn(overlaps)`` for ``segmentation``."""
+    the task name), ``fn(overlaps)`` for ``segmentation``. AUC and ACC of single-label tasks
+    also get ``fn.batch(y, s, idx)``: the metric on every resample ``idx`` (B, N) at once."""
     if kind_or_task == "segmentation":
         return lambda ov: segmentation_metrics_from_overlaps(ov)[metric]
     task = task or kind_or_task
-    return lambda y, s: classification_metrics(y, s, task, (metric,))[metric]
+
+    def fn(y, s):
+        return classification_metrics(y, s, task, (metric,))[metric]
+
+    if task != "multi-label" and metric in ("auc", "acc"):
+        fn.batch = lambda y, s, idx: batch_metric(y, s, idx, task, metric)
+    return fn
+
+
+def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC per row (ties count one half), NaN where a row lacks a class."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores, axis=1)
+    n_pos = positive.sum(1)
+    n_neg = positive.shape[1] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = (ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def batch_metric(y, s, idx: np.ndarray, task: str, metric: str) -> np.ndarray:
+    """AUC or ACC (MedMNIST's definitions, as :func:`classification_metrics`) on every row of
+    resample indices ``idx`` (B, N) at once; NaN where the metric is undefined."""
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    s = np.asarray(s, dtype=np.float64)
+    yb, sb = y[idx], s[idx]  # (B, N), (B, N, C)
+    if metric == "acc":
+        pred = (sb[..., -1] > 0.5).astype(np.int64) if task == "binary-class" else sb.argmax(-1)
+        return (pred == yb).mean(1)
+    if task == "binary-class":
+        auc = _rank_auc(sb[..., -1], yb == 1)
+        return np.where(_n_present(yb, 2) >= 2, auc, np.nan)
+    k = s.shape[1]
+    per_class = np.stack([_rank_auc(sb[..., c], yb == c) for c in range(k)], axis=1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, as intended
+        mean = np.nanmean(per_class, axis=1)
+    return np.where(_n_present(yb, k) >= 2, mean, np.nan)
+
+
+def _n_present(yb: np.ndarray, k: int) -> np.ndarray:
+    return np.stack([(yb == c).any(1) for c in range(k)], axis=1).sum(1)
 
 
 def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
@@ -85,9 +129,14 @@ def bootstrap_ci(
     """
     n = len(runs[0][0])
     point = float(np.mean([fn(*arrays) for arrays in runs]))
-    stats = np.empty(n_boot)
-    for b, idx in enumerate(_resample_indices(n, n_boot, seed)):
-        stats[b] = np.mean([fn(*(a[idx] for a in arrays)) for arrays in runs])
+    indices = _resample_indices(n, n_boot, seed)
+    batch = getattr(fn, "batch", None)
+    if batch is not None and n_boot:  # every resample at once (the same numbers, vectorised)
+        stats = np.mean([batch(*arrays, indices) for arrays in runs], axis=0)
+    else:
+        stats = np.empty(n_boot)
+        for b, idx in enumerate(indices):
+            stats[b] = np.mean([fn(*(a[idx] for a in arrays)) for arrays in runs])
     stats = stats[np.isfinite(stats)]
     if not len(stats):  # no resamples, or a metric undefined on every one
         return point, float("nan"), float("nan")

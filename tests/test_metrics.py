@@ -64,3 +64,28 @@ def test_segmentation_dice_iou_by_hand():
     assert m["dice_b"] == pytest.approx(2 / 3)
     assert m["dice"] == pytest.approx(2 / 3)
     assert m["iou"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "task, k", [("binary-class", 2), ("multi-class", 4), ("ordinal-regression", 3)]
+)
+@pytest.mark.parametrize("metric", ["auc", "acc"])
+def test_vectorised_bootstrap_equals_the_metric_on_each_resample(task, k, metric):
+    """The bootstrap's batch path (all resamples at once) gives the numbers the metric gives on
+    each resample, ties and resamples that lack a class (NaN) included."""
+    import numpy as np
+
+    from bench.stats import _resample_indices, metric_fn
+
+    rng = np.random.default_rng(1)
+    n = 30
+    y = rng.integers(0, k, n)
+    y[:3] = 0  # a rare class: some resamples miss the others
+    s = np.round(rng.dirichlet(np.ones(k), n), 1)  # rounded: many ties
+    fn = metric_fn(task, metric)
+    idx = _resample_indices(n, 200, 0)
+    fast = fn.batch(y, s, idx)
+    slow = np.array([fn(y[i], s[i]) for i in idx])
+    assert np.array_equal(np.isnan(fast), np.isnan(slow))
+    ok = ~np.isnan(slow)
+    np.testing.assert_allclose(fast[ok], slow[ok], atol=1e-6)
