@@ -58,7 +58,7 @@ td.l,th.l{text-align:left}.done{color:#070}.failed{color:#b00}.skipped,.running{
 .interrupted{color:#a60}img{max-width:100%;border:1px solid #eee;margin:.3em 0}.muted{color:#777}
 #filters{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ddd;
 z-index:5}
-#filters label{margin-right:1em}.run-page{display:none}.run-page:target{display:block}
+#filters label{margin-right:1em}.run-page{display:none}.run-page.shown{display:block}
 body.on-run #overview{display:none}.plot{width:100%;min-height:360px}
 pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:.8em}
 .diff td.changed{background:#fff3cd}
@@ -85,9 +85,24 @@ function draw(root){
     if (seen) { seen.unobserve(div); seen.observe(div); } else drawOne(div);
   });
 }
+// a run's page is kept as inert text until it is opened: a 200-run report stays a small DOM
+function runPage(id){
+  let page = document.getElementById(id);
+  if (page) return page;
+  const src = document.getElementById('src-' + id);
+  if (!src) return null;
+  const holder = document.createElement('div');
+  holder.innerHTML = src.textContent.split('<' + String.fromCharCode(92) + '/').join('</');
+  page = holder.firstElementChild;
+  document.body.insertBefore(page, document.getElementById('template'));
+  makeSortable(page);
+  return page;
+}
 function route(){
   const id = decodeURIComponent(location.hash.slice(1));
-  const page = id.startsWith('run-') ? document.getElementById(id) : null;
+  const page = id.startsWith('run-') ? runPage(id) : null;
+  document.querySelectorAll('section.run-page.shown').forEach(p => p.classList.remove('shown'));
+  if (page) { page.classList.add('shown'); page.scrollIntoView(); }
   document.body.classList.toggle('on-run', !!page);
   draw(page || document.getElementById('overview'));
 }
@@ -96,7 +111,8 @@ function cellValue(td){
   const n = parseFloat(t.replace(/[^0-9eE+.\\-]/g, ''));
   return (t !== '' && /^[-+]?[0-9.]/.test(t) && !isNaN(n)) ? n : t.toLowerCase();
 }
-document.querySelectorAll('table.sortable').forEach(function(table){
+function makeSortable(root){
+root.querySelectorAll('table.sortable').forEach(function(table){
   table.querySelectorAll('th').forEach(function(th, col){
     th.addEventListener('click', function(){
       const asc = !th.classList.contains('asc');
@@ -114,6 +130,8 @@ document.querySelectorAll('table.sortable').forEach(function(table){
     });
   });
 });
+}
+makeSortable(document.getElementById('overview'));
 function applyFilters(){
   const ds = document.getElementById('f-dataset').value;
   const model = document.getElementById('f-model').value;
@@ -159,6 +177,13 @@ class Page:
             for k, v in self.figures.items()
         ]
         return "".join(tags)
+
+
+def _inert(run_id: str, page_html: str) -> str:
+    """A run page as unparsed text; the page's script builds it when the run is opened."""
+    return (
+        f'<script type="text/html" id="src-{_esc(run_anchor(run_id))}">{_safe(page_html)}</script>'
+    )
 
 
 def _safe(text: str) -> str:
@@ -1147,13 +1172,16 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
     overview += ["<h2>Runs</h2>", runs_table(records)] if records else []
     for r in records:
         try:
-            runs_pages.append(run_page(r, board, page))
+            runs_pages.append(_inert(r.run_id, run_page(r, board, page)))
         except Exception as e:  # one run's page must not cost the report
             log.warning("page of run %s not drawn: %s", r.run_id, e)
             runs_pages.append(
-                f'<section class="run-page" id="{_esc(run_anchor(r.run_id))}">'
-                f"<h2>{_esc(r.run_id)}</h2>{_note(f'not drawn: {type(e).__name__}: {e}')}"
-                "</section>"
+                _inert(
+                    r.run_id,
+                    f'<section class="run-page" id="{_esc(run_anchor(r.run_id))}">'
+                    f"<h2>{_esc(r.run_id)}</h2>{_note(f'not drawn: {type(e).__name__}: {e}')}"
+                    "</section>",
+                )
             )
     html_page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
