@@ -1185,11 +1185,12 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
             )
     html_page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{_esc(title)}</title><style>{CSS}</style>"
-        f"<script>{get_plotlyjs()}</script></head><body>"
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
         f"{_filters(records)}<main id='overview'>{''.join(overview)}</main>"
         f"{''.join(runs_pages)}"
         f"{page.scripts()}"
+        # Plotly last: the tables show while its 4.8 MB of JavaScript is still being parsed
+        f"<script>{get_plotlyjs()}</script>"
         f"<script>{SCRIPT}</script></body></html>"
     )
     path = Path(out)
