@@ -309,6 +309,26 @@ def _confusion(y, s, task) -> np.ndarray | None:
     return confusion_matrix(y, pred, labels=list(range(s.shape[1])))
 
 
+def confusion_figure(cm: np.ndarray, labels: list[str], title: str) -> go.Figure:
+    """A confusion-matrix heat map with counts in the cells (true rows, predicted columns)."""
+    labels = labels or [str(i) for i in range(len(cm))]
+    fig = go.Figure(
+        go.Heatmap(
+            z=cm,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            text=cm,
+            texttemplate="%{text}",
+            showscale=False,
+        )
+    )
+    fig.update_layout(
+        title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed"
+    )
+    return fig
+
+
 # -- overview sections ------------------------------------------------------------------------
 def _per_dataset(ds: str, body: str) -> str:
     return f'<div data-dataset="{_esc(ds)}"><h3>{_esc(ds)}</h3>{body}</div>'
@@ -608,24 +628,7 @@ def confusion_section(board: Board, page: Page) -> str:
                 labels = list((rec.spec or {}).get("label_names") or []) if rec else []
             if total is None:
                 continue
-            labels = labels or [str(i) for i in range(len(total))]
-            fig = go.Figure(
-                go.Heatmap(
-                    z=total,
-                    x=labels,
-                    y=labels,
-                    colorscale="Blues",
-                    text=total,
-                    texttemplate="%{text}",
-                    showscale=False,
-                )
-            )
-            fig.update_layout(
-                title=f"{names[cid]} ({len(rows)} seed(s))",
-                xaxis_title="predicted",
-                yaxis_title="true",
-                yaxis_autorange="reversed",
-            )
+            fig = confusion_figure(total, labels, f"{names[cid]} ({len(rows)} seed(s))")
             cells.append(page.plot(fig, 330))
         if cells:
             parts.append(_per_dataset(ds, "".join(cells)))
@@ -998,25 +1001,7 @@ def run_page(record: RunRecord, board: Board, page: Page) -> str:
         cm = _confusion(y, s, r.task)
         plots = []
         if cm is not None:
-            labels = labels or [str(i) for i in range(len(cm))]
-            fig = go.Figure(
-                go.Heatmap(
-                    z=cm,
-                    x=labels,
-                    y=labels,
-                    colorscale="Blues",
-                    text=cm,
-                    texttemplate="%{text}",
-                    showscale=False,
-                )
-            )
-            fig.update_layout(
-                title="confusion matrix (test)",
-                xaxis_title="predicted",
-                yaxis_title="true",
-                yaxis_autorange="reversed",
-            )
-            plots.append(page.plot(fig, 330))
+            plots.append(page.plot(confusion_figure(cm, labels, "confusion matrix (test)"), 330))
         fpr, tpr = _roc(y, s, r.task)
         fig = go.Figure(
             [
