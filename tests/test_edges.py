@@ -110,7 +110,7 @@ def test_one_class_val_split_stops_before_training(make_cfg, tmp_path):
     assert "val split" in out.error and "undefined" in out.error, out.error
 
 
-def test_one_class_test_split_records_nan_with_a_note(make_cfg, tmp_path):
+def test_one_class_test_split_records_nan_with_a_note(make_cfg, tmp_path, capsys):
     counts = {"train": 20, "val": 6, "test": 4}
     labels = {"test_labels": np.ones((4, 1), int)}
     root = tmp_path / "mm"
@@ -120,6 +120,11 @@ def test_one_class_test_split_records_nan_with_a_note(make_cfg, tmp_path):
     assert rec.status == "done"
     assert math.isnan(rec.test["auc"]) and math.isnan(rec.test["mcc"])
     assert any("test split" in n and "NaN" in n for n in rec.notes), rec.notes
+    from bench.commands.leaderboard import main
+
+    out_dir = tmp_path / "lb"
+    assert main(["--runs-dir", str(rec.dir.parent), "--out", str(out_dir), "--n-boot", "20"]) == 0
+    assert "note: the test split of breastmnist holds only class" in capsys.readouterr().out
 
 
 # -- 3. 16-bit images ---------------------------------------------------------------------------

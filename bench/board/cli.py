@@ -90,6 +90,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         check_metric(board.table, args.metric)
     if board.n_unfinished:
         print(f"note: {board.n_unfinished} unfinished run(s) (failed/interrupted/running) left out")
+    # what a reader must know about the numbers (an undefined metric stored as NaN, ...), once
+    for note in sorted({n for r in board.records.values() if r.done for n in r.notes or []}):
+        print(f"note: {note}")
     table = board.table
     if args.compare:
         metric = (args.metric or "test_auc").removeprefix("test_")
