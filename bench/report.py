@@ -213,15 +213,16 @@ def _table(
     """A sortable table; ``links[col]`` gives each row's anchor target for that column."""
     head = "".join(f'<th class="{"l" if c in left else ""}">{_esc(c)}</th>' for c in df)
     rows = []
+    links = links or {}
     for i, (_, r) in enumerate(df.iterrows()):
         cls = f' class="{_esc(r[row_class])}"' if row_class else ""
         attrs = "".join(
-            f' data-{k}="{_esc(v)}"' for k, v in (row_attrs or [{}] * len(df))[i].items()
+            f' data-{k}="{_esc(v)}"' for k, v in (row_attrs[i] if row_attrs else {}).items()
         )
         cells = []
         for c in df:
             text = _esc(_cell(r[c]))
-            target = (links or {}).get(c, [None] * len(df))[i]
+            target = links[c][i] if c in links else None
             if target:
                 text = f'<a href="#{_esc(target)}">{text}</a>'
             cells.append(f'<td class="{"l" if c in left else ""}">{text}</td>')
