@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.models import bccnn, cnn3d, medmnist_resnet, timm_models, unet  # noqa: F401 - register
+from bench.models import (  # noqa: F401 - register
+    baselines,
+    bccnn,
+    cnn3d,
+    medmnist_resnet,
+    segmentation_nets,
+    timm_models,
+    unet,
+)
 from bench.models.registry import (
     ModelEntry,
     available_models,
