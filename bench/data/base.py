@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from bench.data.augment import augment_batch, get_preset
 from bench.data.batching import BatchIndexSampler, TensorBatchDataset
 from bench.data.folds import fold_assignment, indices_digest
+from bench.data.patches import PATCH_SAMPLERS, check_patch_size, crop, patch_origins
 from bench.errors import ConfigError, DataFormatError
 from bench.spec import DataSpec
 
@@ -84,6 +85,10 @@ class InMemoryDataModule(L.LightningDataModule):
         device_resident: str | bool = "auto",
         sampler: str = "random",
         cv: dict | None = None,
+        patch_size: int | list[int] | None = None,
+        patches_per_image: int | None = None,
+        patch_sampler: str | None = None,
+        foreground_fraction: float | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -109,6 +114,20 @@ class InMemoryDataModule(L.LightningDataModule):
             raise ConfigError(f"data.sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler = sampler
         self.cv = _check_cv(cv)
+        self._patch_option = patch_size
+        self.patches_per_image = int(patches_per_image or 1)
+        if self.patches_per_image < 1:
+            raise ConfigError(f"data.patches_per_image must be >= 1, got {patches_per_image}")
+        self.patch_sampler = patch_sampler or "random"
+        if self.patch_sampler not in PATCH_SAMPLERS:
+            raise ConfigError(
+                f"data.patch_sampler must be one of {PATCH_SAMPLERS}, got {patch_sampler!r}"
+            )
+        self.foreground_fraction = 0.5 if foreground_fraction is None else foreground_fraction
+        if not 0 <= self.foreground_fraction <= 1:
+            raise ConfigError(
+                f"data.foreground_fraction must be in [0, 1], got {foreground_fraction}"
+            )
         self.cv_info: dict | None = None
         self._raw: dict | None = None
         self.notes: list[str] = []
@@ -131,6 +150,16 @@ class InMemoryDataModule(L.LightningDataModule):
         """Content hash of the data this module reads (it enters the run id); None when the
         data is generated from the config alone (synthetic sets)."""
         return None
+
+    @property
+    def patch_size(self) -> tuple[int, ...] | None:
+        """Training patch size per spatial axis (segmentation), or None for whole images."""
+        if self._patch_option is None:
+            return None
+        spec = self.spec
+        if spec.kind != "segmentation":
+            raise ConfigError("data.patch_size is for segmentation data; remove it")
+        return check_patch_size(self._patch_option, spec.spatial_dims, spec.input_size)
 
     # -- spec ----------------------------------------------------------------------------------
     @property
@@ -278,6 +307,7 @@ class InMemoryDataModule(L.LightningDataModule):
             world_size=world,
             device=ds.images.device if on_gpu else None,
             weights=self._sample_weights() if train and self.sampler == "balanced" else None,
+            repeats=self.patches_per_image if train else 1,
         )
         workers = 0 if on_gpu else self.num_workers
         return DataLoader(
@@ -319,6 +349,11 @@ class InMemoryDataModule(L.LightningDataModule):
             if seg:
                 y = F.interpolate(y[:, None].float(), size=self.spec.input_size, mode="nearest")
                 y = y[:, 0].long()
+        if training and seg and self.patch_size is not None:
+            origins = patch_origins(
+                y, self.patch_size, self.patch_sampler, self.foreground_fraction
+            )
+            x, y = crop(x, origins, self.patch_size), crop(y, origins, self.patch_size)
         if training and self.augment is not None:
             x, mask = augment_batch(x, self.augment, y if seg else None)
             if seg:

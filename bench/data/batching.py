@@ -43,7 +43,8 @@ class BatchIndexSampler(Sampler):
     Training keeps the last, shorter batch (every image is seen each epoch, as a DataLoader with
     ``shuffle=True`` does) and drops it only when it would hold a single sample, which
     BatchNorm cannot normalise. ``weights`` (one per sample) draw each epoch's samples with
-    replacement in proportion to them instead (a class-balanced sampler).
+    replacement in proportion to them instead (a class-balanced sampler). ``repeats`` makes an
+    epoch visit each sample that many times (several random patches per image).
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class BatchIndexSampler(Sampler):
         world_size: int = 1,
         device: torch.device | None = None,
         weights: torch.Tensor | None = None,
+        repeats: int = 1,
     ) -> None:
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         # indices for data already on a GPU go there once per epoch: one small copy per batch
@@ -63,6 +65,10 @@ class BatchIndexSampler(Sampler):
         self.device = device
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.weights = weights
+        # an epoch visits every sample ``repeats`` times (patches: several crops per image)
+        self.repeats = max(1, int(repeats))
+        n = n * self.repeats
+        self.n = n
         # training ranks get equal shares (DDP needs the same step count); eval ranks all samples
         self.per_rank = n // world_size if shuffle else len(range(rank, n, world_size))
         self.epoch = 0
@@ -82,7 +88,7 @@ class BatchIndexSampler(Sampler):
             if self.weights is not None:
                 order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
             else:
-                order = torch.randperm(self.n, generator=g)
+                order = torch.randperm(self.n, generator=g) % (self.n // self.repeats)
         else:
             order = torch.arange(self.n)
         order = order[self.rank :: self.world_size][: self.per_rank]
