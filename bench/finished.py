@@ -131,7 +131,9 @@ class Run:
     def preprocess(self, images) -> torch.Tensor:
         """uint8 images -> the float batch the model was evaluated on (the run's own path)."""
         x = torch.as_tensor(np.asarray(images)).to(self.device)
-        dummy = torch.zeros(len(x), dtype=torch.long, device=self.device)
+        seg = self.spec.kind == "segmentation"
+        shape = (len(x), *x.shape[2:]) if seg else (len(x),)
+        dummy = torch.zeros(shape, dtype=torch.long, device=self.device)
         return self.datamodule.preprocess(x, dummy)[0]
 
     def logits(self, images, batch: int = 512, model: torch.nn.Module | None = None):
@@ -142,6 +144,25 @@ class Run:
             for i in range(0, len(images), batch):
                 out.append(net(self.preprocess(images[i : i + batch])).float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
+
+    def segment(self, images, batch: int = 4) -> np.ndarray:
+        """Label maps (N, *spatial) uint8 for uint8 images (N, C, ...) of a segmentation run:
+        whole images, by sliding windows of the training patch size where it trained on
+        patches (as its val/test evaluation did)."""
+        from bench.tasks.segmentation import whole_image_logits
+
+        task = self.config.get("task") or {}
+        patch = self.datamodule.patch_size
+        whole = getattr(self.model, "whole_image", False)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                x = self.preprocess(images[i : i + batch])
+                logits = whole_image_logits(
+                    self.model, x, None if whole else patch, task.get("sliding_window")
+                )
+                out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
     def predict(
         self,

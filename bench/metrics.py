@@ -258,6 +258,26 @@ def segmentation_metric_tensors(
     return out
 
 
+def surface_metric_tensors(
+    surface: torch.Tensor, class_names: list[str] | tuple[str, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-case means of HD95 and surface Dice from (N, C-1, 2) values: ``hd95``, ``nsd`` and
+    per class ``hd95_<class>``, ``nsd_<class>``; NaN entries (undefined) are left out."""
+    surface = torch.as_tensor(surface, dtype=torch.float64)
+    k = surface.shape[1]
+    names = list(class_names or range(k + 1))[1:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: NaN, as intended
+        out = {
+            "hd95": surface[..., 0].nanmean(1).nanmean(),
+            "nsd": surface[..., 1].nanmean(1).nanmean(),
+        }
+        for i, name in enumerate(names):
+            out[f"hd95_{name}"] = surface[:, i, 0].nanmean()
+            out[f"nsd_{name}"] = surface[:, i, 1].nanmean()
+    return out
+
+
 def _nanstd(x: torch.Tensor) -> torch.Tensor:
     x = x[~torch.isnan(x)]
     return x.std() if x.numel() > 1 else torch.zeros((), device=x.device)
@@ -271,9 +291,14 @@ def segmentation_metrics(
     return dict(zip(tensors, torch.stack(list(tensors.values())).tolist(), strict=True))
 
 
-def segmentation_metrics_from_overlaps(overlaps, class_names=None) -> dict[str, float]:
-    """Dice and IoU (per case and pooled) from saved per-case overlap counts (N, C-1, 3)."""
+def segmentation_metrics_from_overlaps(
+    overlaps, class_names=None, surface=None
+) -> dict[str, float]:
+    """Dice and IoU (per case and pooled) from saved per-case overlap counts (N, C-1, 3), and
+    HD95/surface Dice from saved per-case values (N, C-1, 2) when given."""
     tensors = segmentation_metric_tensors(
         torch.as_tensor(overlaps, dtype=torch.float64), class_names
     )
+    if surface is not None:
+        tensors.update(surface_metric_tensors(surface, class_names))
     return dict(zip(tensors, torch.stack(list(tensors.values())).tolist(), strict=True))

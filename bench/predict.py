@@ -220,6 +220,7 @@ def predict_table(
     coverage: float | None = None,
     device: str = "cpu",
     intensity: str = "minmax",
+    masks_dir: Path | None = None,
 ) -> pd.DataFrame:
     """One row per input image (see the module docstring for the columns)."""
     if intensity not in INTENSITY_MODES:
@@ -236,8 +237,12 @@ def predict_table(
     else:
         run = load_run(run_path, device)
         record, task = run.record, run.spec.task
-        if run.spec.kind != "classification" or run.spec.spatial_dims != 2:
-            raise ConfigError("bench-predict handles 2D classification runs")
+        if run.spec.spatial_dims != 2:
+            raise ConfigError("bench-predict handles 2D runs (classification or segmentation)")
+        if run.spec.kind == "segmentation":
+            if coverage is not None:
+                raise ConfigError("--coverage applies to classification runs; remove it")
+            return segment_table(run, files, intensity, masks_dir)
         spec = stored_spec(run)
     images, names, adjusted = load_inputs(files, spec, intensity)
     probs = model.probabilities(images) if onnx else run.predict(images)
@@ -267,14 +272,45 @@ def predict_table(
     return df
 
 
+def segment_table(run: Run, files: list[Path], intensity: str, masks_dir: Path | None):
+    """Segmentation: one PNG of class indices per image in ``masks_dir``; one row per image
+    with its mask file and the fraction of pixels of each foreground class."""
+    from PIL import Image
+
+    if masks_dir is None:
+        raise ConfigError("a segmentation run writes masks: give --masks-dir")
+    spec = stored_spec(run)
+    images, names, adjusted = load_inputs(files, spec, intensity)
+    masks = run.segment(images)
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    labels = list(spec.label_names) or [str(i) for i in range(spec.num_classes)]
+    rows = []
+    for i, (name, mask) in enumerate(zip(names, masks, strict=True)):
+        stem = Path(name.split("[")[0]).stem
+        out = masks_dir / f"{i:05d}_{stem}.png"
+        Image.fromarray(mask.astype(np.uint8)).save(out)
+        row = {"path": name, "adjusted": adjusted[i], "mask": str(out)}
+        for c in range(1, spec.num_classes):
+            row[f"frac_{labels[c]}"] = float((mask == c).mean())
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["masks_dir"] = str(masks_dir)
+    return df
+
+
 def run(args) -> int:
     """The body of ``bench-predict`` (its options: :mod:`bench.commands.predict`)."""
     device = resolve_device(args.device)
-    df = predict_table(Path(args.run_dir), args.inputs, args.coverage, device, args.intensity)
     out = Path(args.out)
+    masks_dir = Path(args.masks_dir) if args.masks_dir else out.with_name(out.stem + "_masks")
+    df = predict_table(
+        Path(args.run_dir), args.inputs, args.coverage, device, args.intensity, masks_dir
+    )
     atomic_write_text(out, df.to_csv(index=False, float_format="%.7g"))
     adjusted = int((df["adjusted"] != "").sum())
     extra = []
+    if "masks_dir" in df.attrs:
+        extra.append(f"masks in {df.attrs['masks_dir']} (PNG, pixel value = class index)")
     if adjusted:
         extra.append(f"{adjusted} resized/converted (see the adjusted column)")
     if df.attrs.get("calibrated"):

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PALETTE = qualitative.Plotly + qualitative.D3
 
 CSS = """
+.overlays{display:flex;flex-wrap:wrap;gap:14px}.overlays figure{margin:0}
 body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1500px}
 h1{margin-bottom:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
@@ -680,7 +681,8 @@ def robustness_section(records: list[RunRecord], page: Page) -> str:
 
 
 def cases_section(board: Board, page: Page) -> str:
-    """Segmentation: per-case Dice per row (every seed's cases)."""
+    """Segmentation: per-case Dice per row (every seed's cases), and each row's best and worst
+    test case as image | truth | prediction overlays."""
     runs = board.runs[board.runs["kind"] == "segmentation"]
     parts = []
     for ds, g in runs.groupby("dataset"):
@@ -700,7 +702,77 @@ def cases_section(board: Board, page: Page) -> str:
         if fig.data:
             fig.update_layout(yaxis_title="per-case Dice")
             parts.append(_per_dataset(ds, page.plot(fig, 340)))
+        overlays = [
+            case_overlays(names[cid], rows) for cid, rows in g.groupby("config_id", sort=False)
+        ]
+        overlays = [o for o in overlays if o]
+        if overlays:
+            parts.append(
+                _per_dataset(
+                    ds,
+                    "<p>Best and worst test case of each row (its first seed with saved cases): "
+                    "image | truth | prediction, foreground in colour.</p>"
+                    + '<div class="overlays">'
+                    + "".join(overlays)
+                    + "</div>",
+                )
+            )
     return "".join(parts)
+
+
+def case_overlays(label: str, rows: pd.DataFrame) -> str:
+    """An ``<img>`` of the row's best and worst test case (image | truth | prediction), or ''."""
+    for seed, d in zip(rows["seed"], rows["_dir"], strict=True):
+        path = Path(d) / "test_cases.npz" if d else None
+        if path is None or not path.exists():
+            continue
+        with np.load(path) as z:
+            cases = {k: z[k] for k in z.files}
+        if "best_image" not in cases:
+            continue
+        return (
+            f'<figure><img alt="{_esc(label)} best and worst test cases" '
+            f'src="data:image/png;base64,{_overlay_png(cases)}">'
+            f"<figcaption>{_esc(label)} · seed {_esc(seed)}</figcaption></figure>"
+        )
+    return ""
+
+
+def _overlay_png(cases: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    colours = ListedColormap([(0, 0, 0, 0), (1, 0.2, 0.2, 0.55), (0.2, 0.6, 1, 0.55)] * 3)
+    fig, axes = plt.subplots(2, 3, figsize=(6.6, 4.6), dpi=80)
+    for r, which in enumerate(("best", "worst")):
+        image = cases[f"{which}_image"]
+        for c, (title, mask) in enumerate(
+            (
+                ("image", None),
+                ("truth", cases[f"{which}_truth"]),
+                ("prediction", cases[f"{which}_pred"]),
+            )
+        ):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray")
+            if mask is not None:
+                ax.imshow(mask, cmap=colours, vmin=0, vmax=colours.N - 1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                dice = float(cases[f"{which}_dice"])
+                ax.set_ylabel(f"{which}: case {int(cases[f'{which}_index'])}\nDice {dice:.3f}")
+            if r == 0:
+                ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with tempfile.TemporaryFile() as f:
+        fig.savefig(f, format="png")
+        plt.close(fig)
+        f.seek(0)
+        return base64.b64encode(f.read()).decode()
 
 
 def cv_section(board: Board) -> str:
@@ -1150,7 +1222,7 @@ def build_report(runs_dir: str, out: str, title: str = "medbench report") -> Pat
             "Confusion matrices (seeds summed)", lambda: confusion_section(board, page)
         )
         overview += _section("Robustness", lambda: robustness_section(records, page))
-        overview += _section("Per-case Dice", lambda: cases_section(board, page))
+        overview += _section("Segmentation cases", lambda: cases_section(board, page))
         overview += _section("Cross-validation folds", lambda: cv_section(board))
         overview += _section("Hyperparameter search", lambda: search_section(records, page))
     elif records:

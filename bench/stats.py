@@ -50,10 +50,23 @@ def read_overlaps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return df["index"].to_numpy(), ov
 
 
+def read_surface(path: str | Path) -> np.ndarray | None:
+    """Per-case HD95 and surface Dice (N, C-1, 2) from a segmentation ``predictions_*.csv``;
+    None when the file has none (validation, older runs)."""
+    df = pd.read_csv(path).sort_values("index")
+    classes = sorted({int(c.split("_")[1]) for c in df if c.startswith("hd95_")})
+    if not classes:
+        return None
+    return np.stack([df[[f"hd95_{c}", f"nsd_{c}"]].to_numpy(np.float64) for c in classes], axis=1)
+
+
 def read_outputs(path: str | Path, kind: str) -> Arrays:
-    """The arrays a metric function takes: (target, score) or (overlaps,)."""
+    """The arrays a metric function takes: (target, score), or (overlaps,) and, where the
+    file has them, (overlaps, surface)."""
     if kind == "segmentation":
-        return (read_overlaps(path)[1],)
+        surface = read_surface(path)
+        ov = read_overlaps(path)[1]
+        return (ov,) if surface is None else (ov, surface)
     _, y, s = read_predictions(path)
     return y, s
 
@@ -63,7 +76,9 @@ def metric_fn(kind_or_task: str, metric: str, task: str | None = None) -> Callab
     the task name), ``fn(overlaps)`` for ``segmentation``. AUC and ACC of single-label tasks
     also get ``fn.batch(y, s, idx)``: the metric on every resample ``idx`` (B, N) at once."""
     if kind_or_task == "segmentation":
-        return lambda ov: segmentation_metrics_from_overlaps(ov)[metric]
+        return lambda ov, surface=None: segmentation_metrics_from_overlaps(ov, None, surface)[
+            metric
+        ]
     task = task or kind_or_task
 
     def fn(y, s):

@@ -220,8 +220,11 @@ SEG = [
 def test_segmentation_only_store_renders_a_report(tmp_path):
     runs = _store(tmp_path, [SEG, [*SEG, "seed=1"]])
     page = build_report(str(runs), str(tmp_path / "r.html")).read_text()
-    assert "ranked by test_dice" in page and "Per-case Dice" in page
+    assert "ranked by test_dice" in page and "Segmentation cases" in page
     assert "not drawn" not in page and page.count('<tr class="done"') == 2
+    # the best and worst test case of the row as an image | truth | prediction overlay
+    assert page.count("best and worst test cases") == 1
+    assert 'src="data:image/png;base64,' in page
 
 
 def test_a_store_with_failed_and_interrupted_runs_renders(tmp_path):

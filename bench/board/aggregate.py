@@ -21,7 +21,8 @@ from bench.stats import bootstrap_ci, metric_fn, read_outputs
 
 log = logging.getLogger(__name__)
 
-SEGMENTATION_CI = ("dice", "iou")
+SEGMENTATION_CI = ("dice", "iou", "hd95", "nsd")
+SURFACE_METRICS = ("hd95", "nsd")  # need the per-case values of the test file
 # always columns of their own: never repeated as "varying config" columns
 IDENTITY_KEYS = ("model.name", "data.flag", "data.name", "data.size", "trainer.max_epochs")
 
@@ -122,6 +123,8 @@ def aggregate(
         if outputs:
             for m in wanted:
                 if f"test_{m}" not in g:
+                    continue
+                if m in SURFACE_METRICS and any(len(o) < 2 for o in outputs):
                     continue
                 _, lo, hi = bootstrap_ci(outputs, metric_fn(kind, m, task), n_boot, seed)
                 row[f"test_{m}_ci95_lo"], row[f"test_{m}_ci95_hi"] = lo, hi

@@ -8,7 +8,8 @@ from bench.toolkit import add_device_option
 EXAMPLES = """examples:
   bench-predict runs/<run_id> scans/ --out predictions.csv
   bench-predict runs/<run_id> a.png b.tif --coverage 0.9 --out predictions.csv
-  bench-predict runs/<run_id>/export scans/ --out predictions.csv    # through onnxruntime"""
+  bench-predict runs/<run_id>/export scans/ --out predictions.csv    # through onnxruntime
+  bench-predict runs/<segmentation run> slices/ --out masks.csv --masks-dir masks/  # PNG masks"""
 
 
 def parser():
@@ -28,6 +29,12 @@ def parser():
         default="minmax",
         choices=["minmax", "dtype"],
         help="16-bit/float images: each image's range or the container's range -> 0-255",
+    )
+    p.add_argument(
+        "--masks-dir",
+        default=None,
+        help="segmentation runs: folder for the predicted masks, one PNG of class indices per "
+        "image (default: <out without .csv>_masks)",
     )
     add_device_option(p)
     return p

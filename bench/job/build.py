@@ -140,6 +140,8 @@ def build_job(
     model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=spec)
     task_cfg = instantiate(cfg.task, _convert_="all")
     task_cfg["class_weights"] = resolve_class_weights(task_cfg.get("class_weights"), datamodule)
+    if spec.kind == "segmentation":  # whole-image inference needs the training patch size
+        task_cfg["patch_size"] = datamodule.patch_size
     task = build_task(model, spec, tta=(cfg.get("eval") or {}).get("tta", "none"), **task_cfg)
     callbacks, checkpoint, timer, bar = _callbacks(cfg, task, run_dir)
     config = redact(OmegaConf.to_container(cfg, resolve=True))

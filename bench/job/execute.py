@@ -84,12 +84,39 @@ def evaluate(job: Job) -> tuple[dict, dict, dict, dict]:
     return val, test, test_last or dict(test), dict(task.predictions)
 
 
+def is_learned(model: torch.nn.Module) -> bool:
+    """False for a non-learned baseline (``learned = False``, no parameters): nothing to fit."""
+    return getattr(model, "learned", True) or any(True for _ in model.parameters())
+
+
+def evaluate_as_is(job: Job) -> tuple[dict, dict, dict, dict]:
+    """(val, test, test, predictions) of a model that is not trained (a baseline)."""
+    trainer, task, dm = job.trainer, job.task, job.datamodule
+    task.keep_predictions = True
+    trainer.validate(task, datamodule=dm, verbose=False)
+    trainer.test(task, datamodule=dm, verbose=False)
+    val = dict(task.last_metrics.get("val", {}))
+    test = dict(task.last_metrics.get("test", {}))
+    return val, test, dict(test), dict(task.predictions)
+
+
 def execute(job: Job, resume: str | None) -> Outcome:
     """Fit and evaluate ``job``; collect what the record and the run folder need."""
+    if not is_learned(job.model):
+        log.info(
+            "%s is not learned: evaluated on val and test without training", job.cfg.model.name
+        )
+        segment = 0.0
+        val, test, test_last, predictions = evaluate_as_is(job)
+        return _outcome(job, segment, val, test, test_last, predictions)
     segment = fit(job, resume)
     # a resumed run adds the fit time of its earlier segments (restored from last.ckpt by fit)
     train_time = job.timer.prior_fit_seconds + segment
     val, test, test_last, predictions = evaluate(job)
+    return _outcome(job, train_time, val, test, test_last, predictions)
+
+
+def _outcome(job: Job, train_time: float, val, test, test_last, predictions) -> Outcome:
     timer, trainer = job.timer, job.trainer
     history = [
         {**h, "epoch_time_s": round(timer.epoch_seconds[h["epoch"]], 4)}

@@ -13,7 +13,7 @@ from bench.confidence.selective import aurc
 from bench.io import atomic_save
 from bench.job.build import Job
 from bench.job.execute import Outcome
-from bench.metrics import per_class_table
+from bench.metrics import dice_iou_from_overlaps, per_class_table
 from bench.records import RunRecord
 from bench.tracking import log_run_summary
 
@@ -22,7 +22,8 @@ N_SAMPLES = 16  # sample predictions shown in W&B
 
 def predictions_frame(outputs: dict[str, torch.Tensor]) -> pd.DataFrame | None:
     """One row per sample: ``index``, ``target``/``target_j``, ``score_j`` (classification) or
-    per-class overlap counts ``inter_c``/``pred_c``/``true_c`` (segmentation, per case)."""
+    per-class overlap counts ``inter_c``/``pred_c``/``true_c`` and, on test, ``hd95_c``/``nsd_c``
+    (segmentation, per case)."""
     cols: dict[str, np.ndarray] = {"index": outputs["index"].numpy()}
     if "score" in outputs:
         target = outputs["target"].numpy()
@@ -39,6 +40,11 @@ def predictions_frame(outputs: dict[str, torch.Tensor]) -> pd.DataFrame | None:
         for c in range(ov.shape[1]):
             for j, name in enumerate(("inter", "pred", "true")):
                 cols[f"{name}_{c + 1}"] = ov[:, c, j].astype(np.int64)
+        if "surface" in outputs:
+            surface = outputs["surface"].numpy()
+            for c in range(surface.shape[1]):
+                cols[f"hd95_{c + 1}"] = surface[:, c, 0]
+                cols[f"nsd_{c + 1}"] = surface[:, c, 1]
     else:
         return None
     return pd.DataFrame(cols).sort_values("index")
@@ -70,8 +76,12 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_save(path, lambda f: f.write(df.to_csv(index=False, float_format="%.6g").encode()))
 
 
-def persist_outputs(run_dir: Path, spec, predictions: dict, record: RunRecord) -> None:
-    """Predictions files, per-class rows, AURC and temperature scaling from per-sample outputs."""
+def persist_outputs(
+    run_dir: Path, spec, predictions: dict, record: RunRecord, test_images=None
+) -> None:
+    """Predictions files, per-class rows, AURC and temperature scaling from per-sample outputs;
+    for segmentation the notes on undefined surface metrics and the best/worst test cases
+    (``test_images``: the test split's uint8 images, for the report's overlays)."""
     for stage, outputs in predictions.items():
         df = predictions_frame(outputs)
         if df is not None:
@@ -82,6 +92,58 @@ def persist_outputs(run_dir: Path, spec, predictions: dict, record: RunRecord) -
             )
     if spec.kind == "classification":
         add_confidence_metrics(record, predictions, spec.task)
+    else:
+        record.notes += surface_notes(predictions.get("test") or {}, spec)
+        save_case_examples(run_dir, predictions.get("test") or {}, test_images)
+
+
+def surface_notes(outputs: dict, spec) -> list[str]:
+    """One note per foreground class with test cases whose HD95/surface Dice is undefined."""
+    if "surface" not in outputs:
+        return []
+    hd95 = outputs["surface"][..., 0]
+    notes = []
+    for c in range(hd95.shape[1]):
+        n = int(torch.isnan(hd95[:, c]).sum())
+        if n:
+            name = spec.label_names[c + 1] if c + 1 < len(spec.label_names) else str(c + 1)
+            notes.append(
+                f"HD95 and surface Dice of class {name!r} are undefined (NaN, left out of the "
+                f"means) in {n} of {len(hd95)} test cases: truth or prediction is empty there"
+            )
+    return notes
+
+
+def save_case_examples(run_dir: Path, outputs: dict, images=None) -> None:
+    """The best and the worst test case by mean foreground Dice (image, truth, prediction,
+    index) for the report's overlays, in ``test_cases.npz``; 3D cases keep their middle
+    slice."""
+    if "pred" not in outputs or "overlaps" not in outputs:
+        return
+    dice, _ = dice_iou_from_overlaps(outputs["overlaps"].double())
+    case = dice.nanmean(1)
+    if torch.isnan(case).all():
+        return
+    order = torch.argsort(torch.nan_to_num(case, nan=-1.0))
+    picks = {"best": int(order[-1]), "worst": int(order[0])}
+
+    def plane(t: torch.Tensor) -> np.ndarray:
+        a = t.numpy()
+        return a[a.shape[0] // 2] if a.ndim == 3 else a
+
+    arrays = {}
+    for name, i in picks.items():
+        arrays[f"{name}_index"] = np.int64(outputs["index"][i])
+        arrays[f"{name}_dice"] = np.float64(case[i])
+        arrays[f"{name}_truth"] = plane(outputs["target"][i])
+        arrays[f"{name}_pred"] = plane(outputs["pred"][i])
+        if images is not None:
+            j = int(outputs["index"][i])
+            img = images[j : j + 1]
+            img = np.asarray(img.cpu() if isinstance(img, torch.Tensor) else img)[0]
+            img = img[0] if img.shape[0] in (1, 3) and img.ndim >= 3 else img  # first channel
+            arrays[f"{name}_image"] = img[img.shape[0] // 2] if img.ndim == 3 else img
+    atomic_save(run_dir / "test_cases.npz", lambda f: np.savez_compressed(f, **arrays))
 
 
 def persist(job: Job, outcome: Outcome, record: RunRecord) -> None:
@@ -90,7 +152,9 @@ def persist(job: Job, outcome: Outcome, record: RunRecord) -> None:
         return
     run_dir = job.run_dir
     spec = job.spec
-    persist_outputs(run_dir, spec, outcome.predictions, record)
+    persist_outputs(
+        run_dir, spec, outcome.predictions, record, job.datamodule.splits["test"].images
+    )
     if outcome.history:
         write_csv(run_dir / "history.csv", pd.DataFrame(outcome.history))
     job.checkpoint.write_best(job.task.model)
