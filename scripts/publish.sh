@@ -17,6 +17,13 @@ train data=retinamnist model=$MODELS_2D seed=0,1,2
 train data=adrenalmnist3d model=cnn3d,resnet18_3d seed=0,1,2
 train data=adrenalmnist3d data.size=64 model=cnn3d seed=0,1,2
 train data=pneumoniamnist model=$MODELS_2D seed=0,1,2
+# ISBI 2012 EM segmentation (results/isbi2012_em): 6 networks x 3 seeds, about 2.5 h on 2 CPU
+# cores (smp Unet-resnet34 about 14 min per run, the own U-Net 6, MONAI UNet 1.5), + Otsu
+echo "ISBI 2012 EM study: ETA about 2.5 h on 2 CPU cores (per run: smp_unet 14 min, unet/attention_unet/dynunet 5-7, segresnet 3, monai_unet 1.5; measured $(date +%Y-%m-%d) on this hardware)"
+"$BIN/bench-train" -m experiment=isbi2012_em logger=none paths.runs_dir="$STORE" \
+  trainer.enable_progress_bar=false $EXTRA
+"$BIN/bench-train" experiment=isbi2012_em +combo=isbi_otsu logger=none paths.runs_dir="$STORE" \
+  trainer.enable_progress_bar=false
 "$BIN/bench-train" -m experiment=[medmnist_protocol,cv] data=retinamnist model=bccnn logger=none \
   paths.runs_dir="$STORE" trainer.enable_progress_bar=false $EXTRA
 "$BIN/bench-robust" --runs-dir "$STORE" || true  # runs whose checkpoint is elsewhere: skipped
@@ -32,3 +39,4 @@ publish pneumoniamnist pneumoniamnist
 "$BIN/bench-robust" --runs-dir "$STORE" --dataset pneumoniamnist \
   --out results/pneumoniamnist/robustness.csv
 publish adrenalmnist3d adrenalmnist3d adrenalmnist3d_64
+publish isbi2012_em isbi2012_em

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     written = write_outputs(table, out, board.records)
     notes: list[str] = []
     if args.compare_all:
-        metric = args.metric or "test_auc"
+        metric = args.metric
         for ds, pairs in compare_all(
             board.runs, table, metric, args.n_boot or 1000, args.seed
         ).items():

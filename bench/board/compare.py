@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.board.aggregate import run_outputs
+from bench.board.frame import default_metric
 from bench.errors import ConfigError
 from bench.metrics import lower_is_better
 from bench.stats import (
@@ -109,10 +110,11 @@ def compare_pair(
 
 
 def compare_all(
-    df: pd.DataFrame, board: pd.DataFrame, metric: str, n_boot: int, seed: int
+    df: pd.DataFrame, board: pd.DataFrame, metric: str | None, n_boot: int, seed: int
 ) -> dict[str, pd.DataFrame]:
     """Per dataset, every pair of rows: metric difference (row - column) and its paired
-    bootstrap p-value, Holm-adjusted over the dataset's pairs. Returns long tables."""
+    bootstrap p-value, Holm-adjusted over the dataset's pairs. Returns long tables.
+    ``metric`` None: each dataset's default (test AUC; per-case test Dice for segmentation)."""
     varying = board.attrs.get("varying", [])
     out = {}
     for ds, g in board.groupby("dataset"):
@@ -122,7 +124,8 @@ def compare_all(
         labelled = [(row_label(r, varying), r) for _, r in g.iterrows()]
         outs = {label: _outputs(df, r)[0] for label, r in labelled}
         first = labelled[0][1]
-        fn = metric_fn(first["kind"], metric.removeprefix("test_"), first["task"])
+        m = metric or default_metric(first["kind"])
+        fn = metric_fn(first["kind"], m.removeprefix("test_"), first["task"])
         pairs = []
         for i, (la, _) in enumerate(labelled):
             for lb, _ in labelled[i + 1 :]:
