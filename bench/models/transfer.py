@@ -53,9 +53,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path} holds a {type(obj).__name__}, not a state dict of tensors; save "
             "model.state_dict() instead of the model object"
         )
-    for prefix in _LIGHTNING_PREFIXES:
+    for prefix in _LIGHTNING_PREFIXES:  # one wrapper prefix: a network may own a "model"
         if obj and all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
+            break
     return obj
 
 
