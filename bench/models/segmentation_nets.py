@@ -44,6 +44,15 @@ class PadToMultiple(nn.Module):
         return out[(..., *[slice(0, s) for s in size])]
 
 
+def _shape(spec: DataSpec) -> dict:
+    """The keywords every MONAI network takes from the data: dims, input channels, classes."""
+    return {
+        "spatial_dims": spec.spatial_dims,
+        "in_channels": spec.in_channels,
+        "out_channels": spec.num_outputs,
+    }
+
+
 def _widths(base_width: int, depth: int) -> tuple[int, ...]:
     if depth < 1 or base_width < 1:
         raise ConfigError(
@@ -67,9 +76,7 @@ def monai_unet(
     from monai.networks.nets import UNet
 
     net = UNet(
-        spatial_dims=spec.spatial_dims,
-        in_channels=spec.in_channels,
-        out_channels=spec.num_outputs,
+        **_shape(spec),
         channels=_widths(base_width, depth),
         strides=(2,) * depth,
         num_res_units=num_res_units,
@@ -93,9 +100,7 @@ def basic_unet(
     if len(features) != 6:
         raise ConfigError(f"model.features needs 6 widths (5 levels + the last), got {features}")
     net = BasicUNet(
-        spatial_dims=spec.spatial_dims,
-        in_channels=spec.in_channels,
-        out_channels=spec.num_outputs,
+        **_shape(spec),
         features=features,
         norm=norm,
         dropout=dropout,
@@ -110,9 +115,7 @@ def attention_unet(
     from monai.networks.nets import AttentionUnet
 
     net = AttentionUnet(
-        spatial_dims=spec.spatial_dims,
-        in_channels=spec.in_channels,
-        out_channels=spec.num_outputs,
+        **_shape(spec),
         channels=_widths(base_width, depth),
         strides=(2,) * depth,
         dropout=dropout,
@@ -143,10 +146,8 @@ def segresnet(
             f"(got {len(blocks_up)} and {len(blocks_down)})"
         )
     net = SegResNet(
-        spatial_dims=spec.spatial_dims,
+        **_shape(spec),
         init_filters=init_filters,
-        in_channels=spec.in_channels,
-        out_channels=spec.num_outputs,
         dropout_prob=dropout,
         blocks_down=blocks_down,
         blocks_up=blocks_up,
@@ -174,9 +175,7 @@ def dynunet(
     strides = [1] + [2] * depth
     filters = [min(w, max_width) for w in _widths(base_width, depth)]
     net = DynUNet(
-        spatial_dims=spec.spatial_dims,
-        in_channels=spec.in_channels,
-        out_channels=spec.num_outputs,
+        **_shape(spec),
         kernel_size=kernels,
         strides=strides,
         upsample_kernel_size=strides[1:],

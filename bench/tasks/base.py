@@ -167,7 +167,7 @@ class BaseTask(L.LightningModule):
         if self.tta != "none" and self.trainer.state.fn != "fit":  # the final evaluation only
             logits = tta_logits(self, x, self.tta, self.spec.task, self.spec.spatial_dims)
         else:
-            logits = self(x)
+            logits = self.eval_logits(x)
         loss = self.loss(logits, y, reduction="sum")
         out = self.eval_outputs(logits.float(), y, idx, stage)
         out["loss_sum"] = loss.detach().reshape(1)
@@ -244,6 +244,10 @@ class BaseTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("medbench_history", []))
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of an evaluation batch (segmentation: whole images by sliding windows)."""
+        return self(x)
 
     # -- to implement --------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -127,20 +127,10 @@ class SegmentationTask(BaseTask):
         return loss * logits.shape[0] if reduction == "sum" else loss
 
     # -- whole-image inference -----------------------------------------------------------------
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of whole images: one forward pass, or sliding windows of ``patch_size``."""
         whole = getattr(self.model, "whole_image", False)
         return whole_image_logits(self, x, None if whole else self.patch_size, self.sliding_window)
-
-    def _eval_step(self, stage: str, batch) -> None:
-        x, y, idx = batch
-        if self.tta != "none" and self.trainer.state.fn != "fit":
-            return super()._eval_step(stage, batch)
-        logits = self.predict_logits(x)
-        loss = self.loss(logits, y, reduction="sum")
-        out = self.eval_outputs(logits.float(), y, idx, stage)
-        out["loss_sum"] = loss.detach().reshape(1)
-        self._eval_outputs.setdefault(stage, []).append(out)
 
     def eval_outputs(self, logits, y, idx, stage):
         pred = logits.argmax(1)
