@@ -89,7 +89,7 @@ class Run:
 
         cfg = OmegaConf.create(self.config)
         model = instantiate(cfg.model, _partial_=True, _convert_="all")(spec=self.spec)
-        model.load_state_dict(read_state_dict(self.checkpoint))
+        model.load_state_dict(read_state_dict(self.checkpoint, like=model))
         return model.to(self.device).eval()
 
     @cached_property

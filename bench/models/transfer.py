@@ -28,8 +28,14 @@ def classifier_module_name(model: nn.Module) -> str:
     raise WeightsError(f"{type(model).__name__} has no get_classifier(); cannot locate its head")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict (plain, timm or Lightning checkpoint) with ``weights_only=True``."""
+def read_state_dict(
+    path: str | Path, like: nn.Module | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a state dict (plain, timm or Lightning checkpoint) with ``weights_only=True``.
+
+    One wrapper prefix (``model.``, ``module.``, ``net.``) is stripped when every key has it,
+    unless the keys already fit ``like`` as they are (a network whose own top module is
+    ``net`` or ``model``, such as a padded MONAI UNet)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; check model.weights")
@@ -53,6 +59,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path} holds a {type(obj).__name__}, not a state dict of tensors; save "
             "model.state_dict() instead of the model object"
         )
+    if like is not None and set(obj) == set(like.state_dict()):
+        return obj
     for prefix in _LIGHTNING_PREFIXES:  # one wrapper prefix: a network may own a "model"
         if obj and all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
@@ -64,7 +72,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load ``path`` into ``model``: the first conv is adapted to the input channels the way
     timm does, the head is kept fresh when its shape differs (new classes); any other mismatch
     is an error naming the layers."""
-    state = read_state_dict(path)
+    state = read_state_dict(path, like=model)
     own = model.state_dict()
     head = classifier_module_name(model)
     first_conv = next((k for k, v in own.items() if k.endswith("weight") and v.ndim >= 4), None)
