@@ -225,12 +225,17 @@ class RankTest:
 
 
 def friedman_nemenyi(
-    matrix: pd.DataFrame, metric: str, higher_is_better: bool = True, alpha: float = 0.05
+    matrix: pd.DataFrame,
+    metric: str,
+    higher_is_better: bool = True,
+    alpha: float = 0.05,
+    always: bool = False,
 ) -> RankTest:
     """Friedman's test over ``matrix`` (datasets x models, complete), Nemenyi post-hoc.
 
     Not run (with a note) for fewer than 2 datasets or 3 models, or when even perfect agreement
-    between datasets could not reach ``alpha``.
+    between datasets could not reach ``alpha`` -- unless ``always``: then it runs and the note
+    says that no difference can be significant at this many datasets.
     """
     from scipy.stats import friedmanchisquare
 
@@ -247,7 +252,7 @@ def friedman_nemenyi(
         )
         return out
     floor = friedman_min_p(n, k)
-    if floor >= alpha:
+    if floor >= alpha and not always:
         out.note = (
             f"Friedman not run: with {n} datasets x {k} models the smallest possible p is "
             f"{floor:.3f} >= {alpha}; add datasets"
@@ -265,6 +270,11 @@ def friedman_nemenyi(
         f"Friedman chi2 = {stat:.3f}, p = {p:.4f} over {n} datasets x {k} models; "
         f"Nemenyi post-hoc p-values in nemenyi.csv"
     )
+    if floor >= alpha:
+        out.note += (
+            f" (with {n} datasets x {k} models the smallest possible p is {floor:.3f} >= "
+            f"{alpha}: no difference can be significant until more datasets are added)"
+        )
     return out
 
 

@@ -11,10 +11,10 @@ EXTRA="${EXTRA:-}"
 export WANDB_MODE="${WANDB_MODE:-disabled}"
 train() { "$BIN/bench-train" -m experiment=medmnist_protocol logger=none paths.runs_dir="$STORE" \
   trainer.enable_progress_bar=false "$@" $EXTRA; }
-MODELS_2D=bccnn,mobilenet,xception,paper_resnet18,paper_resnet50
+MODELS_2D=bccnn,mobilenet,xception,resnet50,paper_resnet18,paper_resnet50
 # the order of the issue: RetinaMNIST (cheap first), AdrenalMNIST3D, then PneumoniaMNIST
 train data=retinamnist model=$MODELS_2D seed=0,1,2
-train data=adrenalmnist3d model=cnn3d,resnet18_3d seed=0,1,2
+train data=adrenalmnist3d model=cnn3d,resnet18_3d,resnet50_3d seed=0,1,2
 train data=adrenalmnist3d data.size=64 model=cnn3d seed=0,1,2
 train data=pneumoniamnist model=$MODELS_2D seed=0,1,2
 # ISBI 2012 EM segmentation (results/isbi2012_em): 6 networks x 3 seeds, about 2.5 h on 2 CPU
@@ -40,3 +40,5 @@ publish pneumoniamnist pneumoniamnist
   --out results/pneumoniamnist/robustness.csv
 publish adrenalmnist3d adrenalmnist3d adrenalmnist3d_64
 publish isbi2012_em isbi2012_em
+# the card's models across the studies (results/README.md, mean ranks, Friedman, CD diagram)
+"$BIN/bench-leaderboard" --cross-dataset results --rank-test

@@ -4,6 +4,7 @@ bench-leaderboard --runs-dir runs                  # results/leaderboard.csv (+ 
 bench-leaderboard --runs-dir runs --name pneumoniamnist --reference --publish
 bench-leaderboard --runs-dir runs --compare resnet18 bccnn --dataset pneumoniamnist
 bench-leaderboard --runs-dir runs --compare-all --rank-test --ensembles
+bench-leaderboard --cross-dataset results --rank-test     # results/README.md across studies
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from bench.board import board_from_records
 from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
+from bench.board.merge import merge_per_class, merge_published
 from bench.board.notes import render_notes
 from bench.board.outputs import write_csv, write_outputs, write_provenance
 from bench.board.terminal import blank_missing
@@ -58,6 +60,17 @@ def _ci_metrics(value: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """The command body of bench-leaderboard (errors are reported by :func:`main`)."""
+    if args.cross_dataset:
+        from bench.board.cross import publish_cross
+
+        if not Path(args.cross_dataset).is_dir():
+            raise ConfigError(f"--cross-dataset {args.cross_dataset}: no such folder")
+        written = publish_cross(
+            Path(args.cross_dataset), f"bench-leaderboard {' '.join(argv)}", args.rank_test
+        )
+        for path in written:
+            print(f"wrote {path}")
+        return 0
     ci = _ci_metrics(args.ci_metrics)
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
         raise ConfigError(
@@ -109,7 +122,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         )
         return 0
     out = Path(args.out) if args.out else Path("results") / (args.name or "")
+    previous_per_class = None
+    if args.keep_published:
+        if not args.publish:
+            raise ConfigError("--keep-published adds to a published study: give --publish too")
+        table = merge_published(table, out / "leaderboard.csv", args.metric)
+        if (out / "per_class.csv").exists():
+            previous_per_class = pd.read_csv(out / "per_class.csv")
     written = write_outputs(table, out, board.records)
+    kept = table.attrs.get("kept_config_ids", [])
+    if kept:
+        merge_per_class(out / "per_class.csv", previous_per_class, kept)
+        print(f"kept {len(kept)} published configuration(s) this store does not hold")
     notes: list[str] = []
     if args.compare_all:
         metric = args.metric

@@ -44,6 +44,18 @@ def parser():
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired test of two models")
     p.add_argument("--compare-all", action="store_true", help="every pair, Holm-corrected")
     p.add_argument("--rank-test", action="store_true", help="Friedman/Nemenyi + CD diagram")
+    p.add_argument(
+        "--keep-published",
+        action="store_true",
+        help="with --publish: keep the published rows whose runs this store lacks (trained "
+        "elsewhere) and add this store's rows",
+    )
+    p.add_argument(
+        "--cross-dataset",
+        metavar="RESULTS_DIR",
+        help="write RESULTS_DIR/README.md: the card's models across the published studies "
+        "(read from RESULTS_DIR/<study>/leaderboard.csv)",
+    )
     p.add_argument("--ensembles", action="store_true", help="add seed/fold ensemble rows")
     p.add_argument(
         "--dataset",

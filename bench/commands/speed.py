@@ -1,6 +1,7 @@
 """``bench-speed``: the harness's speed against a raw loop and the official pipeline, measured
 side by side (``grid``), K runs on one device (``pack``), full-protocol hours (``project``), the
-plain-PyTorch protocol loop (``protocol``) and saved repetitions re-summarised (``aggregate``)."""
+plain-PyTorch protocol loop (``protocol``), saved repetitions re-summarised (``aggregate``)
+and the hours per seed of study rows on this machine (``eta``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ EXAMPLES = """examples:
   bench-speed pack 1 2 4 8 --device cuda                           # K runs at once
   bench-speed project medmnist2d --device cuda                     # hours of the protocol
   bench-speed protocol retinamnist --model paper_resnet18 --seeds 0 1 2
-  bench-speed aggregate results/speed/speed_reps.csv"""
+  bench-speed aggregate results/speed/speed_reps.csv
+  bench-speed eta pneumoniamnist:resnet50 adrenalmnist3d:resnet18_3d --out results/eta"""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -80,6 +82,13 @@ def parser():
     protocol.add_argument("--model", default="paper_resnet18", help="conf/model option")
     protocol.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     protocol.add_argument("--protocol-epochs", type=int, default=100)
+    eta = sub.add_parser(
+        "eta", parents=[common], help="hours per seed of study rows on this machine"
+    )
+    eta.add_argument("eta_rows", nargs="+", metavar="DATA:MODEL[:OVERRIDES]")
+    eta.add_argument("--experiment", default="medmnist_protocol", help="the rows' recipe")
+    eta.add_argument("--budget-h", type=float, default=1.5, help="hours per seed that run here")
+    eta.add_argument("--train-batches", type=int, default=6, help="timed training batches")
     aggregate = sub.add_parser("aggregate", parents=[common], help="re-summarise saved reps")
     aggregate.add_argument("aggregate_from", metavar="FILE", help="speed_reps.csv or a JSON log")
     return p
@@ -104,6 +113,7 @@ def _dispatch(args) -> int:
         "project": modes.project,
         "protocol": modes.plain_protocol,
         "aggregate": modes.aggregate,
+        "eta": modes.study_eta,
     }[args.mode](args)
 
 

@@ -401,3 +401,38 @@ def aggregate(args) -> int:
     (out / "speed.md").write_text(markdown(summary))
     print(markdown(summary))
     return 0
+
+
+def study_eta(args) -> int:
+    """Time each row on this machine, print its hours per seed and write ``eta.csv``."""
+    from bench.speed.eta import as_row, measure_row, parse_row
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for text in args.eta_rows:
+        try:
+            data, model, extra = parse_row(text)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        cost = measure_row(data, model, args.experiment, extra, args.train_batches)
+        row = as_row(cost, args.budget_h)
+        rows.append(row)
+        verdict = "runs here" if row["runs_here"] else f"over {args.budget_h} h: listed"
+        print(
+            f"ETA {cost.dataset} x {model}: {cost.epoch_s:.0f} s/epoch, "
+            f"{cost.eta_h_per_seed:.2f} h per seed ({cost.epochs} epochs, {cost.device}, "
+            f"{cost.threads} threads) -> {verdict}",
+            flush=True,
+        )
+    path = out / "eta.csv"
+    table = pd.DataFrame(rows)
+    if path.exists():  # re-measured rows replace their old line
+        old = pd.read_csv(path)
+        keep = ~old.set_index(["dataset", "model"]).index.isin(
+            table.set_index(["dataset", "model"]).index
+        )
+        table = pd.concat([old[keep], table], ignore_index=True)
+    table.to_csv(path, index=False)
+    print(f"wrote {path}")
+    return 0

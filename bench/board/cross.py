@@ -1,0 +1,221 @@
+"""The cross-data-set page (``results/README.md``): the design card's models on every published
+study, read from the studies' own leaderboard CSVs (so runs trained on other machines count).
+
+2D classification: data set x model (test AUC mean ± std over seeds, rank per data set), mean
+rank, Friedman's test and the Nemenyi critical-difference diagram; the 3D and segmentation
+tables below. Every figure comes from a ``results/<study>/leaderboard.csv`` by code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.board.outputs import write_csv
+from bench.errors import ConfigError
+from bench.io import atomic_write_text
+from bench.records import now_iso
+from bench.stats import RankTest, cd_diagram, friedman_nemenyi
+
+# (model, scheme) of the records -> the name the design card (and the paper) give it
+CARD_MODELS = {
+    ("bccnn", "scratch"): "BCCNN",
+    ("resnet50", "scratch"): "ResNet50",
+    ("xception", "scratch"): "Xception",
+    ("mobilenet", "scratch"): "MobileNetV2",
+    ("resnet18", "scratch-smallstem"): "ResNet-18 (28)",
+    ("resnet50", "scratch-smallstem"): "ResNet-50 (28)",
+}
+PAPER_MODELS = ("ResNet-18 (28)", "ResNet-50 (28)")
+
+
+@dataclass
+class CrossTables:
+    """The long table of study rows and the pieces of the page."""
+
+    rows: pd.DataFrame
+    matrix: pd.DataFrame  # 2D data sets x card models: test AUC mean
+    ranks: pd.DataFrame  # same shape: rank per data set (1 = best)
+    mean_rank: pd.Series
+    test: RankTest
+
+
+def study_rows(results_dir: Path) -> pd.DataFrame:
+    """Per-seed-averaged rows (no ensembles, no cross-validation) of every study folder."""
+    frames = []
+    for csv in sorted(Path(results_dir).glob("*/leaderboard.csv")):
+        df = pd.read_csv(csv)
+        df = df[~df["ensemble"].astype(str).str.lower().eq("true")]
+        if "cv_folds" in df:
+            df = df[df["cv_folds"].isna()]
+        if df.empty:
+            continue
+        frames.append(df.assign(study=csv.parent.name))
+    if not frames:
+        raise ConfigError(
+            f"{results_dir} holds no <study>/leaderboard.csv; publish studies first "
+            "(make publish or bench-leaderboard --publish)"
+        )
+    rows = pd.concat(frames, ignore_index=True).copy()
+    rows["label"] = [
+        CARD_MODELS.get((m, s), f"{m}" + ("" if s == "scratch" else f" ({s})"))
+        for m, s in zip(rows["model"], rows["scheme"], strict=True)
+    ]
+    rows["volumetric"] = rows["dataset"].str.contains("3d")
+    return rows
+
+
+def cross_tables(rows: pd.DataFrame, metric: str = "test_auc") -> CrossTables:
+    """Data set x card model on the 2D classification studies, ranks and the rank test."""
+    col = f"{metric}_mean"
+    two_d = rows[(rows["kind"] == "classification") & ~rows["volumetric"]]
+    two_d = two_d[two_d["label"].isin(CARD_MODELS.values())]
+    matrix = two_d.pivot_table(index="dataset", columns="label", values=col, aggfunc="max")
+    order = [m for m in CARD_MODELS.values() if m in matrix.columns]
+    matrix = matrix[order]
+    ranks = matrix.rank(axis=1, ascending=False, method="average")
+    mean_rank = ranks.mean().sort_values()
+    complete = matrix.dropna(axis=1, how="any")  # Friedman needs every model on every set
+    test = friedman_nemenyi(complete, metric, always=True)
+    return CrossTables(two_d, matrix, ranks, mean_rank, test)
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    if mean is None or mean != mean:
+        return ""
+    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+
+
+def _link(study: str, dataset: str) -> str:
+    return f"[{dataset}]({study}/README.md)"
+
+
+def render(tables: CrossTables, rows: pd.DataFrame, cd_png: str | None, command: str) -> str:
+    """The Markdown of ``results/README.md``."""
+    t = tables
+    lines = [
+        "# medbench results across data sets",
+        "",
+        f"Generated {now_iso()} by `{command}` from the studies' `leaderboard.csv` files; "
+        "no figure on this page is typed by hand. Each data set links to its study page "
+        "(protocol, hardware, provenance, per-row caveats).",
+        "",
+        "## 2D classification: the design card's models",
+        "",
+        "Test AUC of the best-validation weights, mean ± std over seeds, and its rank on the data "
+        "set (1 = best; ties share the average rank). Empty: not run (the study page lists "
+        "why and what it costs).",
+        "",
+    ]
+    header = ["data set", *t.matrix.columns]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ds in t.matrix.index:
+        sub = t.rows[t.rows["dataset"] == ds]
+        cells = [_link(sub["study"].iloc[0], ds)]
+        for label in t.matrix.columns:
+            hit = sub[sub["label"] == label]
+            if hit.empty:
+                cells.append("")
+                continue
+            r = hit.sort_values("test_auc_mean", ascending=False).iloc[0]
+            cells.append(f"{_cell(r, 'test_auc')} ({t.ranks.loc[ds, label]:g})")
+        lines.append("| " + " | ".join(cells) + " |")
+    mean_cells = [f"{t.mean_rank[c]:.2f}" if c in t.mean_rank else "" for c in t.matrix.columns]
+    counts = [str(int(t.matrix[c].notna().sum())) for c in t.matrix.columns]
+    lines += [
+        "| **mean rank** | " + " | ".join(mean_cells) + " |",
+        "| data sets | " + " | ".join(counts) + " |",
+        "",
+        f"Mean rank is over the data sets a model ran on (the `data sets` row). "
+        f"{PAPER_MODELS[0]} and {PAPER_MODELS[1]} are the MedMNIST v2 paper's networks "
+        "(small stem); ResNet50 is timm's standard ImageNet layout.",
+        "",
+        f"**Friedman / Nemenyi** over the models run on every 2D set "
+        f"({', '.join(t.test.matrix.columns) or 'none'}): {t.test.note}.",
+    ]
+    if cd_png:
+        lines += ["", f"![critical-difference diagram]({cd_png})"]
+    lines += ["", *_other_tables(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _other_tables(rows: pd.DataFrame) -> list[str]:
+    out: list[str] = []
+    three_d = rows[(rows["kind"] == "classification") & rows["volumetric"]]
+    if not three_d.empty:
+        out += [
+            "## 3D classification",
+            "",
+            "| data set | model | seeds | test AUC | test ACC | params (M) | train min/run |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for _, r in three_d.sort_values(["dataset", "test_auc_mean"], ascending=False).iterrows():
+            out.append(
+                f"| {_link(r['study'], r['dataset'])} | {r['label']} | {int(r['n_seeds'])} | "
+                f"{_cell(r, 'test_auc')} | {_cell(r, 'test_acc')} | {r['param_count_m']:.2f} | "
+                f"{r['train_time_s'] / 60:.1f} |"
+            )
+        out.append("")
+    seg = rows[rows["kind"] == "segmentation"]
+    if not seg.empty:
+        out += [
+            "## Segmentation",
+            "",
+            "| data set | model | seeds | test Dice | HD95 | surface Dice | train min/run |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for _, r in seg.sort_values(["dataset", "test_dice_mean"], ascending=False).iterrows():
+            out.append(
+                f"| {_link(r['study'], r['dataset'])} | {r['label']} | {int(r['n_seeds'])} | "
+                f"{_cell(r, 'test_dice')} | {_cell(r, 'test_hd95')} | "
+                f"{_cell(r, 'test_nsd')} | {r['train_time_s'] / 60:.1f} |"
+            )
+        out.append("")
+    return out
+
+
+def publish_cross(results_dir: Path, command: str, rank_test: bool = True) -> list[Path]:
+    """Write ``results/README.md``, ``cross_dataset.csv``, ``mean_ranks.csv`` and the CD diagram."""
+    results_dir = Path(results_dir)
+    rows = study_rows(results_dir)
+    tables = cross_tables(rows)
+    written = [
+        write_csv(
+            results_dir / "cross_dataset.csv",
+            tables.rows[["dataset", "study", "label", "model", "scheme", "epochs", "n_seeds"]]
+            .assign(
+                test_auc_mean=tables.rows["test_auc_mean"],
+                test_auc_std=tables.rows["test_auc_std"],
+                rank=[
+                    tables.ranks.loc[d, lab]
+                    for d, lab in zip(tables.rows["dataset"], tables.rows["label"], strict=True)
+                ],
+            )
+            .sort_values(["dataset", "rank"]),
+        ),
+        write_csv(
+            results_dir / "mean_ranks.csv",
+            pd.DataFrame(
+                {
+                    "label": tables.mean_rank.index,
+                    "mean_rank": tables.mean_rank.to_numpy(),
+                    "n_datasets": [int(tables.matrix[c].notna().sum()) for c in tables.mean_rank.index],
+                }
+            ),
+        ),
+    ]
+    png = None
+    if rank_test and tables.test.ran:
+        nemenyi = results_dir / "nemenyi.csv"
+        atomic_write_text(nemenyi, tables.test.nemenyi.to_csv(float_format="%.4g"))
+        written.append(nemenyi)
+        png = cd_diagram(tables.test, results_dir / "cd_diagram.png")
+    if png:
+        written.append(png)
+    readme = results_dir / "README.md"
+    atomic_write_text(readme, render(tables, rows, png.name if png else None, command))
+    written.append(readme)
+    return written

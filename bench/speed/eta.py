@@ -1,0 +1,132 @@
+"""The cost of a study row on the machine at hand, measured before it is trained.
+
+A row (data x model at a recipe) is timed on a few training batches and the whole validation
+split, on the real data, through the harness; the per-epoch cost is then scaled to the row's
+split sizes and epochs. ``bench-speed eta`` prints it per seed and writes ``eta.csv``, which
+study pages quote (never typed) and which tells which rows fit a CPU session.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.job.run import train
+from bench.paths import conf_dir
+from bench.records import load_record
+
+
+@dataclass
+class RowCost:
+    """Measured rates of one row and what they imply for a whole run (one seed)."""
+
+    dataset: str
+    model: str
+    experiment: str
+    epochs: int
+    n_train: int
+    n_val: int
+    n_test: int
+    train_samples_per_sec: float
+    infer_samples_per_sec: float
+    epoch_s: float
+    eta_h_per_seed: float
+    gmacs: float | None
+    device: str
+    threads: int
+    measured_at: str
+    command: str
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def measure_row(
+    data: str,
+    model: str,
+    experiment: str = "medmnist_protocol",
+    extra: list[str] | None = None,
+    train_batches: int = 6,
+) -> RowCost:
+    """Time ``train_batches`` training batches (second epoch: warm) and one validation pass of
+    ``data`` x ``model``; scale to the experiment's epochs and the real split sizes."""
+    import torch
+    from omegaconf import open_dict
+
+    row = [f"experiment={experiment}", f"data={data}", f"model={model}", *(extra or [])]
+    cfg = _compose(
+        [
+            *row,
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "checkpoint.keep=none",
+            "+force=true",
+        ]
+    )
+    epochs = int(cfg.trainer.max_epochs)
+    tmp = Path(tempfile.mkdtemp(prefix="eta-"))
+    with open_dict(cfg):
+        cfg.paths.runs_dir = str(tmp / "runs")
+        cfg.paths.output_dir = str(tmp / "out")
+        cfg.trainer.max_epochs = 2
+        cfg.trainer.limit_train_batches = train_batches
+        del cfg.hydra
+    outcome = train(cfg)
+    if outcome.status != "done":
+        raise RuntimeError(f"{data} x {model}: timing run {outcome.status}: {outcome.error}")
+    rec = load_record(outcome.record_path)
+    sizes = rec.split_sizes
+    n_train, n_val, n_test = sizes["train"], sizes["val"], sizes["test"]
+    train_sps = float(rec.cost.train_samples_per_sec)
+    infer_sps = float(rec.cost.infer_samples_per_sec)
+    epoch_s = n_train / train_sps + n_val / infer_sps
+    # two final evaluations of val and test (best and last weights)
+    total_s = epochs * epoch_s + 2 * (n_val + n_test) / infer_sps
+    return RowCost(
+        dataset=rec.dataset,
+        model=model,
+        experiment=experiment,
+        epochs=epochs,
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        train_samples_per_sec=round(train_sps, 1),
+        infer_samples_per_sec=round(infer_sps, 1),
+        epoch_s=round(epoch_s, 1),
+        eta_h_per_seed=round(total_s / 3600, 2),
+        gmacs=rec.cost.gmacs,
+        device=rec.env.device or "cpu",
+        threads=torch.get_num_threads(),
+        measured_at=time.strftime("%Y-%m-%d"),
+        command=" ".join(["bench-train -m", *row, "seed=0,1,2"]),
+    )
+
+
+def parse_row(text: str) -> tuple[str, str, list[str]]:
+    """``data:model[:override,override]`` -> (data, model, extra overrides)."""
+    parts = text.split(":")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"row {text!r}: write data:model (e.g. pneumoniamnist:resnet50)")
+    extra = [o for o in ":".join(parts[2:]).split(",") if o] if len(parts) > 2 else []
+    return parts[0], parts[1], extra
+
+
+def fits(cost: RowCost, budget_h: float) -> bool:
+    """Whether one seed of the row is within ``budget_h`` hours here."""
+    return math.isfinite(cost.eta_h_per_seed) and cost.eta_h_per_seed <= budget_h
+
+
+def as_row(cost: RowCost, budget_h: float) -> dict:
+    return {**asdict(cost), "budget_h_per_seed": budget_h, "runs_here": fits(cost, budget_h)}
