@@ -130,11 +130,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if (out / "per_class.csv").exists():
             previous_per_class = pd.read_csv(out / "per_class.csv")
     written = write_outputs(table, out, board.records)
+    notes: list[str] = []
     kept = table.attrs.get("kept_config_ids", [])
     if kept:
         merge_per_class(out / "per_class.csv", previous_per_class, kept)
         print(f"kept {len(kept)} published configuration(s) this store does not hold")
-    notes: list[str] = []
+        notes.append(
+            f"{len(kept)} configuration(s) kept from the earlier publication of this study "
+            "(`--keep-published`: their runs are not in this store); `compare/` is rewritten "
+            "only with --compare-all over a store that holds every row"
+        )
     if args.compare_all:
         metric = args.metric
         for ds, pairs in compare_all(

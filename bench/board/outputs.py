@@ -102,7 +102,9 @@ def per_class_frame(board: pd.DataFrame, records: dict[str, RunRecord]) -> pd.Da
     for _, r in board.iterrows():
         if r.get("ensemble") or r.get("kind") != "classification":
             continue
-        tables = [records[i].per_class.get("test") for i in str(r["run_ids"]).split(";")]
+        # rows kept from a published table (--keep-published) have no records here
+        ids = [i for i in str(r["run_ids"]).split(";") if i in records]
+        tables = [records[i].per_class.get("test") for i in ids]
         tables = [t for t in tables if t]
         if not tables:
             continue
@@ -133,11 +135,19 @@ def _compute_lines(board: pd.DataFrame, records: dict[str, RunRecord]) -> list[s
         for ids in board.loc[~board["ensemble"].astype(bool), "run_ids"]
         for i in str(ids).split(";")
     ]
-    walls = [records[i].cost.wall_time_s or 0.0 for i in ids if i in records]
-    devices = sorted({records[i].env.device or "?" for i in ids if i in records})
+    here = [i for i in ids if i in records]
+    walls = [records[i].cost.wall_time_s or 0.0 for i in here]
+    devices = sorted({records[i].env.device or "?" for i in here})
+    elsewhere = len(ids) - len(here)
+    kept = (
+        f"; {elsewhere} more run(s) were published earlier from a store not at hand "
+        "(their cost is in their rows' `train min/run`)"
+        if elsewhere
+        else ""
+    )
     return [
-        f"- compute: {len(ids)} runs, {sum(walls) / 3600:.2f} h of run wall time in total "
-        f"(per row: the `train min/run` column) on {', '.join(devices)}",
+        f"- compute: {len(here)} runs, {sum(walls) / 3600:.2f} h of run wall time in total "
+        f"(per row: the `train min/run` column) on {', '.join(devices)}{kept}",
     ]
 
 
