@@ -19,7 +19,7 @@ import pandas as pd
 from bench.board import board_from_records
 from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
 from bench.board.merge import merge_per_class, merge_published
-from bench.board.notes import render_notes
+from bench.board.notes import render_notes, replace_notes
 from bench.board.outputs import write_csv, write_outputs, write_provenance
 from bench.board.terminal import blank_missing
 from bench.errors import ConfigError
@@ -60,6 +60,13 @@ def _ci_metrics(value: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """The command body of bench-leaderboard (errors are reported by :func:`main`)."""
+    if args.notes_only:  # a published study whose run store is elsewhere: notes only
+        if not args.notes:
+            raise ConfigError("--notes-only re-renders study notes: give --notes FILE")
+        out = Path(args.out) if args.out else Path("results") / (args.name or "")
+        replace_notes(out / "README.md", render_notes(Path(args.notes).read_text(), out))
+        print(f"wrote {out / 'README.md'} (notes from {args.notes})")
+        return 0
     if args.cross_dataset:
         from bench.board.cross import publish_cross
 

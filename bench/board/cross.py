@@ -202,7 +202,9 @@ def publish_cross(results_dir: Path, command: str, rank_test: bool = True) -> li
                 {
                     "label": tables.mean_rank.index,
                     "mean_rank": tables.mean_rank.to_numpy(),
-                    "n_datasets": [int(tables.matrix[c].notna().sum()) for c in tables.mean_rank.index],
+                    "n_datasets": [
+                        int(tables.matrix[c].notna().sum()) for c in tables.mean_rank.index
+                    ],
                 }
             ),
         ),

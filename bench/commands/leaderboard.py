@@ -45,6 +45,12 @@ def parser():
     p.add_argument("--compare-all", action="store_true", help="every pair, Holm-corrected")
     p.add_argument("--rank-test", action="store_true", help="Friedman/Nemenyi + CD diagram")
     p.add_argument(
+        "--notes-only",
+        action="store_true",
+        help="re-render the --notes of the published study --name (results/<name>/README.md) "
+        "from its CSVs, without a run store",
+    )
+    p.add_argument(
         "--keep-published",
         action="store_true",
         help="with --publish: keep the published rows whose runs this store lacks (trained "

@@ -28,9 +28,7 @@ def classifier_module_name(model: nn.Module) -> str:
     raise WeightsError(f"{type(model).__name__} has no get_classifier(); cannot locate its head")
 
 
-def read_state_dict(
-    path: str | Path, like: nn.Module | None = None
-) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, like: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict (plain, timm or Lightning checkpoint) with ``weights_only=True``.
 
     One wrapper prefix (``model.``, ``module.``, ``net.``) is stripped when every key has it,

@@ -25,7 +25,7 @@ class RowCost:
 
     dataset: str
     model: str
-    experiment: str
+    experiment: str | None
     epochs: int
     n_train: int
     n_val: int
@@ -56,7 +56,7 @@ def _compose(overrides: list[str]):
 def measure_row(
     data: str,
     model: str,
-    experiment: str = "medmnist_protocol",
+    experiment: str | None = "medmnist_protocol",
     extra: list[str] | None = None,
     train_batches: int = 6,
 ) -> RowCost:
@@ -65,7 +65,9 @@ def measure_row(
     import torch
     from omegaconf import open_dict
 
-    row = [f"experiment={experiment}", f"data={data}", f"model={model}", *(extra or [])]
+    row = [f"data={data}", f"model={model}", *(extra or [])]
+    if experiment:
+        row.insert(0, f"experiment={experiment}")
     cfg = _compose(
         [
             *row,

@@ -1,0 +1,205 @@
+"""Published pages: every figure comes from a CSV; the cross-data-set page; adding rows to a
+study trained elsewhere; a study row's measured cost."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.board.cross import publish_cross, study_rows
+from bench.board.merge import merge_published
+from bench.speed.eta import parse_row
+from bench.stats import friedman_min_p, friedman_nemenyi
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+FIGURE = re.compile(r"(?<![\w.])[-+−]?\d+\.\d+(?![\w.%])")
+# stated criteria and recipe constants, not measurements: "within 0.02 of the paper", LR x0.1, ...
+CRITERIA = {"0.02", "0.05", "0.1", "0.25", "0.5", "1.5"}
+# generated from the run records by bench/board/outputs.py (the store, not a CSV)
+GENERATED_LINES = ("- compute:", "Produced ", "- commit(s)", "- hardware:")
+
+
+def _cells(paths: list[Path]) -> set[str]:
+    """Every numeric cell of ``paths`` as it could be printed: 1-4 decimals, also /60 (min)."""
+    out: set[str] = set()
+    for path in paths:
+        df = pd.read_csv(path, comment="#")
+        for col in df.columns:
+            values = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(float)
+            for v in (*values, *(values / 60)):
+                for d in range(1, 5):
+                    out.add(format(v, f".{d}f"))
+                    out.add(format(v, f"+.{d}f"))
+    return out
+
+
+def _figures(text: str) -> list[str]:
+    text = re.sub(r"`[^`]*`", "", text)  # commands, paths, option values
+    lines = [ln for ln in text.splitlines() if not ln.startswith(GENERATED_LINES)]
+    return [m.group().replace("−", "-") for m in FIGURE.finditer("\n".join(lines))]
+
+
+def _study_pages() -> list[Path]:
+    return sorted(p.parent for p in RESULTS.glob("*/leaderboard.csv"))
+
+
+@pytest.mark.parametrize("study", _study_pages(), ids=lambda p: p.name)
+def test_every_figure_on_a_study_page_is_a_cell_of_a_csv(study):
+    """No hand-typed figure: each decimal number on results/<study>/README.md equals, at its
+    printed precision, a cell of the study's CSVs (or of the CSVs its notes quote: the other
+    studies' leaderboards, the paper's table, the measured costs in results/eta/)."""
+    sources = [
+        *study.rglob("*.csv"),
+        *RESULTS.glob("*/leaderboard.csv"),
+        RESULTS / "reference" / "medmnist_v2.csv",
+        *RESULTS.glob("eta/*.csv"),
+    ]
+    cells = _cells(sources)
+    typed = [f for f in _figures((study / "README.md").read_text()) if f not in cells | CRITERIA]
+    assert not typed, f"{study.name}/README.md has figures in no CSV: {typed}"
+
+
+def test_the_cross_data_set_page_is_generated_from_the_study_csvs():
+    page = (RESULTS / "README.md").read_text()
+    cells = _cells([*RESULTS.glob("*.csv"), *RESULTS.glob("*/leaderboard.csv")])
+    typed = [f for f in _figures(page) if f not in cells | CRITERIA]
+    assert not typed, f"results/README.md has figures in no CSV: {typed}"
+    for study in ("retinamnist", "pneumoniamnist", "adrenalmnist3d", "isbi2012_em"):
+        assert f"({study}/README.md)" in page, study  # every row links to its study
+    assert "**mean rank**" in page and "Friedman" in page
+
+
+def _board(dataset: str, aucs: dict[str, float], study_dir: Path) -> None:
+    rows = [
+        {
+            "dataset": dataset,
+            "config_id": f"{dataset[:3]}{i}",
+            "kind": "classification",
+            "model": model,
+            "scheme": "scratch",
+            "epochs": 100,
+            "ensemble": False,
+            "n_seeds": 3,
+            "test_auc_mean": auc,
+            "test_auc_std": 0.01,
+            "test_acc_mean": 0.5,
+            "test_acc_std": 0.01,
+            "param_count_m": 1.0,
+            "train_time_s": 60.0,
+        }
+        for i, (model, auc) in enumerate(aucs.items())
+    ]
+    study_dir.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(study_dir / "leaderboard.csv", index=False)
+
+
+def test_cross_page_mean_ranks_friedman_and_cd_diagram_by_hand(tmp_path):
+    # three data sets on which BCCNN always wins and Xception always loses
+    for name, aucs in {
+        "amnist": {"bccnn": 0.9, "mobilenet": 0.8, "xception": 0.7},
+        "bmnist": {"bccnn": 0.8, "mobilenet": 0.75, "xception": 0.6},
+        "cmnist": {"bccnn": 0.7, "mobilenet": 0.72, "xception": 0.5},
+    }.items():
+        _board(name, aucs, tmp_path / name)
+    written = publish_cross(tmp_path, "bench-leaderboard --cross-dataset x --rank-test")
+    ranks = pd.read_csv(tmp_path / "mean_ranks.csv").set_index("label")["mean_rank"]
+    # ranks per set: bccnn 1,1,2; mobilenet 2,2,1; xception 3,3,3
+    assert ranks.to_dict() == pytest.approx(
+        {"BCCNN": 4 / 3, "MobileNetV2": 5 / 3, "Xception": 3}, abs=1e-5
+    )
+    from scipy.stats import friedmanchisquare
+
+    _, p = friedmanchisquare([0.9, 0.8, 0.7], [0.8, 0.75, 0.72], [0.7, 0.6, 0.5])
+    page = (tmp_path / "README.md").read_text()
+    assert f"p = {p:.4f}" in page
+    assert friedman_min_p(3, 3) < 0.05 and "no difference can be significant" not in page
+    assert (tmp_path / "cd_diagram.png") in written and "![critical-difference" in page
+    assert (
+        "| **mean rank** | 1.33 | 3.00 | 1.67 |" in page
+    )  # card order: BCCNN, Xception, MobileNetV2
+
+
+def test_friedman_that_cannot_reach_significance_runs_when_asked_and_says_so():
+    matrix = pd.DataFrame({"a": [0.9, 0.8], "b": [0.8, 0.7], "c": [0.7, 0.6]}, index=["x", "y"])
+    assert not friedman_nemenyi(matrix, "test_auc").ran
+    forced = friedman_nemenyi(matrix, "test_auc", always=True)
+    assert forced.ran and forced.friedman_p >= friedman_min_p(2, 3)
+    assert "no difference can be significant" in forced.note
+
+
+def test_study_rows_leave_out_ensembles_and_cross_validation(tmp_path):
+    _board("amnist", {"bccnn": 0.9, "mobilenet": 0.8}, tmp_path / "a")
+    df = pd.read_csv(tmp_path / "a" / "leaderboard.csv")
+    extra = df.iloc[:1].assign(ensemble=True, test_auc_mean=0.99)
+    cv = df.iloc[:1].assign(cv_folds=5.0, test_auc_mean=0.98)
+    pd.concat([df.assign(cv_folds=np.nan), extra, cv]).to_csv(
+        tmp_path / "a" / "leaderboard.csv", index=False
+    )
+    rows = study_rows(tmp_path)
+    assert sorted(rows["test_auc_mean"]) == [0.8, 0.9]
+
+
+def test_keep_published_adds_new_rows_and_reranks(tmp_path):
+    from bench.board.aggregate import rank
+
+    old = pd.DataFrame(
+        {
+            "dataset": ["d", "d"],
+            "config_id": ["a1", "b1"],
+            "kind": "classification",
+            "model": ["a", "b"],
+            "ensemble": False,
+            "test_auc_mean": [0.9, 0.7],
+            "test_auc_ci95_lo": [0.88, 0.68],
+            "test_auc_ci95_hi": [0.92, 0.72],
+        }
+    )
+    rank(old).to_csv(tmp_path / "leaderboard.csv", index=False)
+    new = rank(
+        old.iloc[1:].assign(
+            config_id="c1",
+            model="c",
+            test_auc_mean=0.95,
+            test_auc_ci95_lo=0.94,
+            test_auc_ci95_hi=0.96,
+        )
+    )
+    merged = merge_published(new, tmp_path / "leaderboard.csv", None)
+    assert list(merged["model"]) == ["c", "a", "b"]
+    assert list(merged["rank"]) == [1, 2, 3]
+    assert merged.attrs["kept_config_ids"] == ["a1", "b1"]
+    # a configuration the store holds again replaces its published row
+    again = rank(old.iloc[:1].assign(test_auc_mean=0.5, test_auc_ci95_lo=0.4, test_auc_ci95_hi=0.6))
+    merged = merge_published(again, tmp_path / "leaderboard.csv", None)
+    assert merged.set_index("config_id").loc["a1", "test_auc_mean"] == 0.5
+    assert len(merged) == 2
+
+
+def test_eta_rows_parse_and_name_the_mistake():
+    assert parse_row("pneumoniamnist:resnet50") == ("pneumoniamnist", "resnet50", [])
+    assert parse_row("adrenalmnist3d:cnn3d:data.size=64,seed=1") == (
+        "adrenalmnist3d",
+        "cnn3d",
+        ["data.size=64", "seed=1"],
+    )
+    with pytest.raises(ValueError, match="write data:model"):
+        parse_row("resnet50")
+
+
+def test_eta_of_a_row_scales_its_measured_rates_to_the_recipe(tmp_path, monkeypatch):
+    from bench.speed.eta import fits, measure_row
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cost = measure_row("synthetic", "bccnn", None, ["trainer.max_epochs=7"], train_batches=2)
+    assert cost.epochs == 7 and cost.n_train > 0 and cost.train_samples_per_sec > 0
+    epoch = cost.n_train / cost.train_samples_per_sec + cost.n_val / cost.infer_samples_per_sec
+    assert cost.epoch_s == pytest.approx(epoch, abs=0.06)
+    total = 7 * epoch + 2 * (cost.n_val + cost.n_test) / cost.infer_samples_per_sec
+    assert cost.eta_h_per_seed == pytest.approx(total / 3600, abs=0.006)
+    assert fits(cost, 1.5) and "data=synthetic model=bccnn" in cost.command
