@@ -145,3 +145,31 @@ def test_a_member_round_trips_and_mismatched_members_are_refused():
     bn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, momentum=None))
     assert "momentum=None" in packable(bn)
     assert packable(members[0]) is None
+
+
+def test_bench_speed_packed_writes_the_table(tmp_path):
+    import pandas as pd
+
+    from bench.commands.speed import main
+
+    rc = main(
+        [
+            "packed",
+            "1",
+            "2",
+            "--packed-models",
+            "bccnn",
+            "--batch",
+            "8",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0
+    table = pd.read_csv(tmp_path / "packed.csv")
+    assert list(table["k"]) == [1, 2] and (table["samples_per_sec_packed"] > 0).all()
+    ratio = table["samples_per_sec_packed"] / table["samples_per_sec_separate"]
+    assert ratio.round(3).tolist() == table["speedup_vs_separate"].tolist()
+    assert "| bccnn | 8 | 2 |" in (tmp_path / "packed.md").read_text()

@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   bench-speed project medmnist2d --device cuda                     # hours of the protocol
   bench-speed protocol retinamnist --model paper_resnet18 --seeds 0 1 2
   bench-speed aggregate results/speed/speed_reps.csv
+  bench-speed packed 1 2 3 4 8 --packed-models bccnn resnet18_28   # results/speed/packed.csv
   bench-speed eta pneumoniamnist:resnet50 adrenalmnist3d:resnet18_3d --out results/eta"""
 
 
@@ -82,6 +83,14 @@ def parser():
     protocol.add_argument("--model", default="paper_resnet18", help="conf/model option")
     protocol.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     protocol.add_argument("--protocol-epochs", type=int, default=100)
+    packed = sub.add_parser(
+        "packed", parents=[common], help="K seeds packed in one network vs K separate runs"
+    )
+    packed.add_argument("packed_k", nargs="+", type=int, metavar="K")
+    packed.add_argument("--packed-models", nargs="+", default=["bccnn", "resnet18_28"])
+    packed.add_argument("--batch", type=int, default=128)
+    packed.add_argument("--steps", type=int, default=4, help="timed steps per cell")
+    packed.add_argument("--size", type=int, default=28, help="input size (28: MedMNIST)")
     eta = sub.add_parser(
         "eta", parents=[common], help="hours per seed of study rows on this machine"
     )
@@ -114,6 +123,7 @@ def _dispatch(args) -> int:
         "protocol": modes.plain_protocol,
         "aggregate": modes.aggregate,
         "eta": modes.study_eta,
+        "packed": modes.packed_seeds,
     }[args.mode](args)
 
 
