@@ -58,12 +58,17 @@ def _ci_metrics(value: str | None) -> list[str] | None:
     return ci
 
 
+def study_dir(args: argparse.Namespace) -> Path:
+    """Where a study's files go: ``--out``, else ``results/<--name>``."""
+    return Path(args.out) if args.out else Path("results") / (args.name or "")
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """The command body of bench-leaderboard (errors are reported by :func:`main`)."""
     if args.notes_only:  # a published study whose run store is elsewhere: notes only
         if not args.notes:
             raise ConfigError("--notes-only re-renders study notes: give --notes FILE")
-        out = Path(args.out) if args.out else Path("results") / (args.name or "")
+        out = study_dir(args)
         replace_notes(out / "README.md", render_notes(Path(args.notes).read_text(), out))
         print(f"wrote {out / 'README.md'} (notes from {args.notes})")
         return 0
@@ -128,7 +133,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             )
         )
         return 0
-    out = Path(args.out) if args.out else Path("results") / (args.name or "")
+    out = study_dir(args)
     previous_per_class = None
     if args.keep_published:
         if not args.publish:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.board.outputs import write_csv
+from bench.board.outputs import mean_std, write_csv
 from bench.errors import ConfigError
 from bench.io import atomic_write_text
 from bench.records import now_iso
@@ -44,7 +44,7 @@ class CrossTables:
 
 def study_rows(results_dir: Path) -> pd.DataFrame:
     """Per-seed-averaged rows (no ensembles, no cross-validation) of every study folder."""
-    frames = []
+    frames: dict[str, pd.DataFrame] = {}
     for csv in sorted(Path(results_dir).glob("*/leaderboard.csv")):
         df = pd.read_csv(csv)
         df = df[~df["ensemble"].astype(str).str.lower().eq("true")]
@@ -52,13 +52,14 @@ def study_rows(results_dir: Path) -> pd.DataFrame:
             df = df[df["cv_folds"].isna()]
         if df.empty:
             continue
-        frames.append(df.assign(study=csv.parent.name))
+        frames[csv.parent.name] = df.copy()  # consolidated: the row filters fragment it
     if not frames:
         raise ConfigError(
             f"{results_dir} holds no <study>/leaderboard.csv; publish studies first "
             "(make publish or bench-leaderboard --publish)"
         )
-    rows = pd.concat(frames, ignore_index=True).copy()
+    # the study name as a key of the concatenation: no column inserted into each frame
+    rows = pd.concat(frames, names=["study", None]).reset_index(level=0).reset_index(drop=True)
     rows["label"] = [
         CARD_MODELS.get((m, s), f"{m}" + ("" if s == "scratch" else f" ({s})"))
         for m, s in zip(rows["model"], rows["scheme"], strict=True)
@@ -80,13 +81,6 @@ def cross_tables(rows: pd.DataFrame, metric: str = "test_auc") -> CrossTables:
     complete = matrix.dropna(axis=1, how="any")  # Friedman needs every model on every set
     test = friedman_nemenyi(complete, metric, always=True)
     return CrossTables(two_d, matrix, ranks, mean_rank, test)
-
-
-def _cell(row: pd.Series, metric: str) -> str:
-    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
-    if mean is None or mean != mean:
-        return ""
-    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
 
 
 def _link(study: str, dataset: str) -> str:
@@ -121,7 +115,7 @@ def render(tables: CrossTables, rows: pd.DataFrame, cd_png: str | None, command:
                 cells.append("")
                 continue
             r = hit.sort_values("test_auc_mean", ascending=False).iloc[0]
-            cells.append(f"{_cell(r, 'test_auc')} ({t.ranks.loc[ds, label]:g})")
+            cells.append(f"{mean_std(r, 'test_auc')} ({t.ranks.loc[ds, label]:g})")
         lines.append("| " + " | ".join(cells) + " |")
     mean_cells = [f"{t.mean_rank[c]:.2f}" if c in t.mean_rank else "" for c in t.matrix.columns]
     counts = [str(int(t.matrix[c].notna().sum())) for c in t.matrix.columns]
@@ -142,39 +136,44 @@ def render(tables: CrossTables, rows: pd.DataFrame, cd_png: str | None, command:
     return "\n".join(lines) + "\n"
 
 
+def _row_table(
+    title: str, rows: pd.DataFrame, metric: str, columns: dict[str, str], params: bool
+) -> list[str]:
+    """One Markdown table of study rows, best ``metric`` first per data set; ``columns``: header
+    -> metric whose mean ± std the column shows; ``params``: a parameter-count column."""
+    if rows.empty:
+        return []
+    header = ["data set", "model", "seeds", *columns, *(["params (M)"] if params else [])]
+    header.append("train min/run")
+    out = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in rows.sort_values(["dataset", f"{metric}_mean"], ascending=False).iterrows():
+        cells = [_link(r["study"], r["dataset"]), str(r["label"]), str(int(r["n_seeds"]))]
+        cells += [mean_std(r, m) for m in columns.values()]
+        cells += [f"{r['param_count_m']:.2f}"] if params else []
+        cells.append(f"{r['train_time_s'] / 60:.1f}")
+        out.append("| " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
 def _other_tables(rows: pd.DataFrame) -> list[str]:
-    out: list[str] = []
-    three_d = rows[(rows["kind"] == "classification") & rows["volumetric"]]
-    if not three_d.empty:
-        out += [
-            "## 3D classification",
-            "",
-            "| data set | model | seeds | test AUC | test ACC | params (M) | train min/run |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for _, r in three_d.sort_values(["dataset", "test_auc_mean"], ascending=False).iterrows():
-            out.append(
-                f"| {_link(r['study'], r['dataset'])} | {r['label']} | {int(r['n_seeds'])} | "
-                f"{_cell(r, 'test_auc')} | {_cell(r, 'test_acc')} | {r['param_count_m']:.2f} | "
-                f"{r['train_time_s'] / 60:.1f} |"
-            )
-        out.append("")
-    seg = rows[rows["kind"] == "segmentation"]
-    if not seg.empty:
-        out += [
-            "## Segmentation",
-            "",
-            "| data set | model | seeds | test Dice | HD95 | surface Dice | train min/run |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for _, r in seg.sort_values(["dataset", "test_dice_mean"], ascending=False).iterrows():
-            out.append(
-                f"| {_link(r['study'], r['dataset'])} | {r['label']} | {int(r['n_seeds'])} | "
-                f"{_cell(r, 'test_dice')} | {_cell(r, 'test_hd95')} | "
-                f"{_cell(r, 'test_nsd')} | {r['train_time_s'] / 60:.1f} |"
-            )
-        out.append("")
-    return out
+    volumes = rows[(rows["kind"] == "classification") & rows["volumetric"]]
+    segmentation = rows[rows["kind"] == "segmentation"]
+    return [
+        *_row_table(
+            "3D classification",
+            volumes,
+            "test_auc",
+            {"test AUC": "test_auc", "test ACC": "test_acc"},
+            params=True,
+        ),
+        *_row_table(
+            "Segmentation",
+            segmentation,
+            "test_dice",
+            {"test Dice": "test_dice", "HD95": "test_hd95", "surface Dice": "test_nsd"},
+            params=False,
+        ),
+    ]
 
 
 def publish_cross(results_dir: Path, command: str, rank_test: bool = True) -> list[Path]:

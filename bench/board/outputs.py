@@ -25,7 +25,8 @@ def _num(v, spec: str = ".3f") -> str:
         return str(v)
 
 
-def _mean_std(row, col: str) -> str:
+def mean_std(row, col: str) -> str:
+    """``mean ± std`` of a leaderboard row's ``<col>_mean``/``_std`` (3 decimals; empty if NaN)."""
     mean, std = row.get(f"{col}_mean"), row.get(f"{col}_std")
     if mean is None or mean != mean:
         return ""
@@ -71,13 +72,13 @@ def markdown(board: pd.DataFrame) -> str:
                 *[str(r.get(c, "")) if r.get(c) is not None else "" for c in cols],
                 str(r.get("epochs", "")),
                 runs,
-                _mean_std(r, metric),
+                mean_std(r, metric),
                 f"[{lo:.3f}, {hi:.3f}]" if lo is not None and lo == lo else "",
             ]
             if seg:
-                cells += [_mean_std(r, "test_iou"), _mean_std(r, "test_dice_pooled")]
+                cells += [mean_std(r, "test_iou"), mean_std(r, "test_dice_pooled")]
             else:
-                cells += [_mean_std(r, "test_acc"), _mean_std(r, "last_auc")]
+                cells += [mean_std(r, "test_acc"), mean_std(r, "last_auc")]
             minutes = r.get("train_time_s")
             cells += [
                 _num(r.get("param_count_m"), ".2f"),

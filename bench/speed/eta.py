@@ -9,14 +9,12 @@ study pages quote (never typed) and which tells which rows fit a CPU session.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from bench.job.run import train
-from bench.paths import conf_dir
 from bench.records import load_record
+from bench.speed.runners import compose_in_temp_store
 
 
 @dataclass
@@ -41,18 +39,6 @@ class RowCost:
     command: str
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 def measure_row(
     data: str,
     model: str,
@@ -68,23 +54,20 @@ def measure_row(
     row = [f"data={data}", f"model={model}", *(extra or [])]
     if experiment:
         row.insert(0, f"experiment={experiment}")
-    cfg = _compose(
+    cfg = compose_in_temp_store(
         [
             *row,
             "logger=none",
             "trainer.enable_progress_bar=false",
             "checkpoint.keep=none",
             "+force=true",
-        ]
+        ],
+        prefix="eta-",
     )
     epochs = int(cfg.trainer.max_epochs)
-    tmp = Path(tempfile.mkdtemp(prefix="eta-"))
     with open_dict(cfg):
-        cfg.paths.runs_dir = str(tmp / "runs")
-        cfg.paths.output_dir = str(tmp / "out")
         cfg.trainer.max_epochs = 2
         cfg.trainer.limit_train_batches = train_batches
-        del cfg.hydra
     outcome = train(cfg)
     if outcome.status != "done":
         raise RuntimeError(f"{data} x {model}: timing run {outcome.status}: {outcome.error}")

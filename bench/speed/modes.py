@@ -403,6 +403,17 @@ def aggregate(args) -> int:
     return 0
 
 
+def write_replacing(path: Path, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Write ``table`` to ``path``, keeping the rows already there whose ``keys`` it does not
+    measure again (other rows and models measured before); returns what was written."""
+    if path.exists():
+        old = pd.read_csv(path)
+        again = old.set_index(keys).index.isin(table.set_index(keys).index)
+        table = pd.concat([old[~again], table], ignore_index=True)
+    table.to_csv(path, index=False)
+    return table
+
+
 def study_eta(args) -> int:
     """Time each row on this machine, print its hours per seed and write ``eta.csv``."""
     from bench.speed.eta import as_row, measure_row, parse_row
@@ -426,14 +437,7 @@ def study_eta(args) -> int:
             flush=True,
         )
     path = out / "eta.csv"
-    table = pd.DataFrame(rows)
-    if path.exists():  # re-measured rows replace their old line
-        old = pd.read_csv(path)
-        keep = ~old.set_index(["dataset", "model"]).index.isin(
-            table.set_index(["dataset", "model"]).index
-        )
-        table = pd.concat([old[keep], table], ignore_index=True)
-    table.to_csv(path, index=False)
+    write_replacing(path, pd.DataFrame(rows), ["dataset", "model"])
     print(f"wrote {path}")
     return 0
 
@@ -478,11 +482,7 @@ def packed_seeds(args) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     path = out / "packed.csv"
-    table = pd.DataFrame(rows)
-    if path.exists():  # other models measured before keep their rows
-        old = pd.read_csv(path)
-        table = pd.concat([old[~old["model"].isin(table["model"])], table], ignore_index=True)
-    table.to_csv(path, index=False)
+    table = write_replacing(path, pd.DataFrame(rows), ["model"])
     (out / "packed.md").write_text(packed_markdown(table))
     print(f"wrote {path} and {out / 'packed.md'}")
     return 0

@@ -127,6 +127,26 @@ class Runner:
         raise NotImplementedError
 
 
+def compose_in_temp_store(overrides: list[str], prefix: str):
+    """``conf/train.yaml`` composed with ``overrides`` as ``bench-train`` does, writing its runs
+    and outputs under a fresh temporary folder (a measurement, not a result to keep)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    with open_dict(cfg):
+        cfg.paths.runs_dir = str(tmp / "runs")
+        cfg.paths.output_dir = str(tmp / "out")
+        del cfg.hydra
+    return cfg
+
+
 class HarnessRunner(Runner):
     """``bench.job.run.train`` on a composed config, as ``bench-train`` runs it."""
 
@@ -162,20 +182,7 @@ class HarnessRunner(Runner):
         return out
 
     def run(self, s: Setting) -> dict:
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.hydra_config import HydraConfig
-        from omegaconf import open_dict
-
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=self.overrides(s), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        tmp = Path(tempfile.mkdtemp(prefix="speed-"))
-        with open_dict(cfg):
-            cfg.paths.runs_dir = str(tmp / "runs")
-            cfg.paths.output_dir = str(tmp / "out")
-            del cfg.hydra
+        cfg = compose_in_temp_store(self.overrides(s), prefix="speed-")
         t0 = time.perf_counter()
         outcome = train(cfg)
         wall = time.perf_counter() - t0
