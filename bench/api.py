@@ -39,7 +39,7 @@ def train(overrides: list[str] | None = None, output_dir: str | Path = "outputs/
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("train", overrides=list(overrides or []), return_hydra_config=True)
     except Exception as e:  # Hydra's composition errors: the same one line as bench-train
-        from bench.cli import composition_error
+        from bench.job.instantiate import composition_error
 
         mistake = composition_error(e)
         if mistake is None:

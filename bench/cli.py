@@ -8,7 +8,6 @@ imports nothing heavy (no torch, no Lightning) until a run actually starts.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -137,28 +136,6 @@ def _exit_code(outcome: dict | None) -> int:
     return 0
 
 
-def composition_error(e: BaseException) -> ConfigError | None:
-    """Hydra's multi-line composition errors (``model.widht=3``: a key the config lacks) as one
-    :class:`ConfigError` line that names the key and the fix; None for other errors."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException
-
-    if not isinstance(e, (ConfigCompositionException, MissingConfigException)):
-        return None
-    text = " ".join(str(e).split())
-    key = re.search(r"Could not override '([^']+)'", text)
-    if key:
-        k = key.group(1)
-        return ConfigError(
-            f"{k} is not a key of the composed config (a typo, or an option of another "
-            f"model/data/trainer); check the spelling with `bench-train --cfg job`, or add a "
-            f"new key with +{k}=..."
-        )
-    key = re.search(r"Could not (?:append|delete)[^']*'([^']+)'", text)
-    if key:
-        return ConfigError(f"{key.group(1)}: {text.split('.')[0]}; check `bench-train --cfg job`")
-    return ConfigError(f"{text[:300]}; check the overrides (`bench-train --cfg job`)")
-
-
 def train_cli() -> None:
     """Console script ``bench-train``: fast help, one-line errors, exit code = failed runs."""
     argv = sys.argv[1:]
@@ -188,6 +165,8 @@ def train_cli() -> None:
             print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(e.exit_code)
         except Exception as e:
+            from bench.job.instantiate import composition_error  # not on the --help path
+
             mistake = composition_error(e)
             if full or mistake is None:
                 if not full:  # a crash of ours: one line, the traceback with -v

@@ -203,3 +203,14 @@ def test_eta_of_a_row_scales_its_measured_rates_to_the_recipe(tmp_path, monkeypa
     total = 7 * epoch + 2 * (cost.n_val + cost.n_test) / cost.infer_samples_per_sec
     assert cost.eta_h_per_seed == pytest.approx(total / 3600, abs=0.006)
     assert fits(cost, 1.5) and "data=synthetic model=bccnn" in cost.command
+
+
+def test_eta_of_an_unknown_model_is_one_line(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli(
+        ["bench-speed", "eta", "synthetic:nosuchmodel", "--out", str(tmp_path)], tmp_path
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Could not find 'model/nosuchmodel'" in lines[0], proc.stderr

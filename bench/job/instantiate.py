@@ -71,3 +71,25 @@ def check_group_options(node: Any, group: str, extra: tuple[str, ...] = ()) -> N
         if key.startswith("_") or key in options or key in extra:
             continue
         raise _unknown_option(group, str(key), target)
+
+
+def composition_error(e: BaseException) -> ConfigError | None:
+    """Hydra's multi-line composition errors (``model.widht=3``: a key the config lacks) as one
+    :class:`ConfigError` line that names the key and the fix; None for other errors."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    if not isinstance(e, (ConfigCompositionException, MissingConfigException)):
+        return None
+    text = " ".join(str(e).split())
+    key = re.search(r"Could not override '([^']+)'", text)
+    if key:
+        k = key.group(1)
+        return ConfigError(
+            f"{k} is not a key of the composed config (a typo, or an option of another "
+            f"model/data/trainer); check the spelling with `bench-train --cfg job`, or add a "
+            f"new key with +{k}=..."
+        )
+    key = re.search(r"Could not (?:append|delete)[^']*'([^']+)'", text)
+    if key:
+        return ConfigError(f"{key.group(1)}: {text.split('.')[0]}; check `bench-train --cfg job`")
+    return ConfigError(f"{text[:300]}; check the overrides (`bench-train --cfg job`)")

@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+from bench.errors import BenchError
 from bench.job.run import train
 from bench.records import load_record
 from bench.speed.runners import compose_in_temp_store
@@ -70,7 +71,7 @@ def measure_row(
         cfg.trainer.limit_train_batches = train_batches
     outcome = train(cfg)
     if outcome.status != "done":
-        raise RuntimeError(f"{data} x {model}: timing run {outcome.status}: {outcome.error}")
+        raise BenchError(f"{data} x {model}: the timing run {outcome.status}: {outcome.error}")
     rec = load_record(outcome.record_path)
     sizes = rec.split_sizes
     n_train, n_val, n_test = sizes["train"], sizes["val"], sizes["test"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.data.medmnist import MedMNISTDataModule
+from bench.job.instantiate import composition_error
 from bench.job.run import train
 from bench.metrics import classification_metrics
 from bench.models import build_model
@@ -136,8 +137,14 @@ def compose_in_temp_store(overrides: list[str], prefix: str):
     from omegaconf import open_dict
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    except Exception as e:  # Hydra's composition errors: the same one line as bench-train
+        mistake = composition_error(e)
+        if mistake is None:
+            raise
+        raise mistake from None
     HydraConfig.instance().set_config(cfg)
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     with open_dict(cfg):
