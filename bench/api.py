@@ -25,7 +25,7 @@ from bench.board import BOOTSTRAP_RESAMPLES, board_from_records
 from bench.board.cli import printed_table, select_records
 from bench.errors import BenchError, ConfigError
 from bench.finished import Run, load_run
-from bench.job.run import train as train_config
+from bench.job.entry import train as train_config
 from bench.paths import conf_dir
 from bench.records import RunRecord, RunStore, load_record
 

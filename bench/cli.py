@@ -73,6 +73,27 @@ def extra_config_dirs(args: list[str]) -> list[Path]:
     return out
 
 
+def check_pack_sweep(overrides: list) -> None:
+    """``seed=a,b,..`` with ``execution.pack_seeds=K``: each job trains seeds s..s+K-1, so a
+    sweep names each pack's first seed; packs that overlap would train seeds nobody asked for."""
+    pack = next((o for o in overrides if o.key_or_group == "execution.pack_seeds"), None)
+    seed = next((o for o in overrides if o.key_or_group == "seed"), None)
+    if pack is None or seed is None or pack.is_sweep_override() or not seed.is_sweep_override():
+        return
+    try:
+        k = int(pack.value())
+        seeds = sorted(int(s) for s in seed.sweep_string_iterator())
+    except (TypeError, ValueError):
+        return  # not numbers: the config's own checks say so
+    if k > 1 and any(b - a < k for a, b in zip(seeds, seeds[1:], strict=False)):
+        first = ",".join(str(s) for s in range(seeds[0], seeds[-1] + 1, k))
+        raise ConfigError(
+            f"seed={','.join(map(str, seeds))} with execution.pack_seeds={k}: each job trains "
+            f"seeds s..s+{k - 1}, so packs overlap; sweep the first seed of each pack "
+            f"(seed={first})"
+        )
+
+
 def precheck_overrides(args: list[str], root: Path | None = None) -> None:
     """Parse ``key=value`` overrides and check group options exist, before Hydra composes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser  # after --help
@@ -85,6 +106,7 @@ def precheck_overrides(args: list[str], root: Path | None = None) -> None:
             for group, options in config_groups(extra).items():
                 groups[group] = sorted({*groups.get(group, []), *options})
     skip = {args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config-dir", "-cd")}
+    parsed = []
     for arg in args:
         if arg.startswith("-") or "=" not in arg or arg in skip:
             continue
@@ -96,6 +118,7 @@ def precheck_overrides(args: list[str], root: Path | None = None) -> None:
                 f"cannot parse override {arg!r} ({msg}); write key=value, and a,b,c for sweeps "
                 "with -m; quote values with spaces"
             ) from None
+        parsed.append(ov)
         group = ov.key_or_group
         # hydra/* groups also hold plugin configs (joblib, submitit_*): Hydra checks those
         if group not in groups or ov.is_delete() or group.startswith("hydra/"):
@@ -113,6 +136,7 @@ def precheck_overrides(args: list[str], root: Path | None = None) -> None:
                     f"{group}={value} is not a config in conf/{group}/; valid options: "
                     f"{', '.join(groups[group])}"
                 )
+    check_pack_sweep(parsed)
 
 
 def _exit_code(outcome: dict | None) -> int:

@@ -3,7 +3,7 @@
     bench-train data=pneumoniamnist model=resnet50 seed=0
     bench-train -m data=breastmnist,pneumoniamnist model=resnet50,bccnn seed=0,1,2
 
-The run itself is :func:`bench.job.run.train`; the entry point returns the run's validation
+The run itself is :func:`bench.job.entry.train`; the entry point returns the run's validation
 score (the objective of a hyperparameter search). The console script's front door (fast
 ``--help``, one-line errors, exit codes) is :mod:`bench.cli`.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from bench.job.run import train
+from bench.job.entry import train
 from bench.paths import conf_dir
 from bench.records import load_record
 from bench.sweep import JobOutcome

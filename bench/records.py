@@ -52,6 +52,8 @@ HASH_EXCLUDE = (
     "threads",
     "progress_refresh_steps",
     "hparams_search",
+    # how seeds are scheduled (packed or one at a time) does not change a run's numbers
+    "execution",
     "data.root",
     "data.cache_dir",
     "data.num_workers",
@@ -253,6 +255,8 @@ class Env:
     cpu_threads: int | None = None
     hostname: str | None = None
     git_sha: str | None = None
+    # trained as one member of a pack of seeds: {"k", "seeds", "implementation"}; None if alone
+    packed: dict | None = None
 
     @classmethod
     def current(cls) -> Env:

@@ -145,16 +145,21 @@ def eta_seconds(jobs: list[JobOutcome], total: int, parallel: int = 1) -> float 
     return sum(trained) / len(trained) * left / max(1, parallel)
 
 
-def report_job(outcome: JobOutcome) -> None:
+def report_job(outcome: JobOutcome, member: int | None = None) -> None:
     """Record this job's outcome; print ``job k of N: status run metric (progress, time left)``,
-    or hand a single run's outcome to the CLI."""
+    or hand a single run's outcome to the CLI. ``member``: the run's place in a pack of seeds
+    (one Hydra job, K runs); a failed member's outcome is the one the CLI keeps."""
     job = current_job()
     if job is None:
-        write_outcome({"kind": "run", **asdict(outcome)})
+        path = os.environ.get(OUTCOME_ENV)
+        earlier = read_outcome(path) if path and member else None
+        if not (earlier and earlier.get("status") == "failed"):
+            write_outcome({"kind": "run", **asdict(outcome)})
         return
     num, total, state, parallel = job
     jobs_dir = state / "jobs"
-    atomic_write_text(jobs_dir / f"{num}.json", json.dumps(asdict(outcome)))
+    name = f"{num}" if not member else f"{num}.{member}"
+    atomic_write_text(jobs_dir / f"{name}.json", json.dumps(asdict(outcome)))
     jobs = _read_jobs(jobs_dir)
     counts = _count(jobs)
     metric = (
@@ -211,6 +216,8 @@ class SweepSummaryCallback(Callback):
         except Exception:  # non-grid sweepers (optuna) decide N themselves
             total = 0
         n_trials = config.hydra.sweeper.get("n_trials")
+        # a pack of seeds is one job and K runs
+        total *= int((config.get("execution") or {}).get("pack_seeds") or 1)
         atomic_write_text(state / "total", str(n_trials or total))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

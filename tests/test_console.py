@@ -81,7 +81,7 @@ def test_a_sweep_shows_progress_and_ends_with_its_leaderboard(tmp_path):
 def test_state_dict_works_during_an_evaluation_epoch(make_cfg):
     import lightning as L
 
-    from bench.job.run import train
+    from bench.job.entry import train
 
     seen = {}
 

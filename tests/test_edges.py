@@ -17,7 +17,7 @@ from PIL import Image
 
 from bench.data.folder import read_image, to_uint8
 from bench.errors import ConfigError
-from bench.job.run import train
+from bench.job.entry import train
 from bench.metrics import classification_metrics
 from bench.records import load_record
 

@@ -12,7 +12,7 @@ from bench.confidence.calibration import (
 )
 from bench.confidence.selective import aurc, risk_coverage
 from bench.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruptions_for
-from bench.job.run import train
+from bench.job.entry import train
 from bench.metrics import classification_metrics
 
 from conftest import FAST, PNEUMONIA, needs_pneumonia

@@ -117,7 +117,7 @@ def test_mean_std_over_seeds_equal_pandas_and_unfinished_runs_are_left_out(tmp_p
 
 def test_three_different_configs_give_three_rows_with_their_differences(make_cfg, tmp_path):
     """The runs of the issue: lr 0.001 seed 0, lr 0.1 seed 1, augment heavy seed 2."""
-    from bench.job.run import train
+    from bench.job.entry import train
 
     runs = [
         ["task.optimizer.lr=0.001", "seed=0"],

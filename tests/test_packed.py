@@ -16,6 +16,7 @@ from torch import nn
 
 from bench.models import build_model
 from bench.models.packed import PackedNetwork, packable
+from bench.models.packed_grouped import GroupedPackedNetwork, grouped_obstacle
 from bench.spec import DataSpec
 
 SPEC2 = DataSpec("t", "multi-class", 2, 1, 3, (28, 28), ("a", "b", "c"))
@@ -39,11 +40,17 @@ def _member(key: str, seed: int, dtype: torch.dtype) -> nn.Module:
 
 
 def _train_both(
-    key: str, dtype: torch.dtype, steps: int, k: int = 2, batch: int = 4, optim=torch.optim.Adam
+    key: str,
+    dtype: torch.dtype,
+    steps: int,
+    k: int = 2,
+    batch: int = 4,
+    optim=torch.optim.Adam,
+    packer=PackedNetwork,
 ):
     members = [_member(key, seed, dtype) for seed in range(k)]
     separate = [copy.deepcopy(m).train() for m in members]
-    packed = PackedNetwork(members).train()
+    packed = packer(members).train()
     opt = optim(packed.parameters(), lr=1e-3, weight_decay=1e-4)
     own = [optim(m.parameters(), lr=1e-3, weight_decay=1e-4) for m in separate]
     spec = MODELS[key][0]
@@ -90,6 +97,27 @@ def test_packed_members_equal_separate_runs(key):
         a, b = (packed.member_state_dict(i)[stats[0]] for i in range(2))
         assert not torch.allclose(a, b)  # two members, two sets of statistics
         assert not torch.allclose(a, torch.zeros_like(a))
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_grouped_convolution_members_equal_separate_runs(key):
+    """The second implementation (one K-times-wider network of grouped convolutions) is exact
+    too: float64, 4 Adam steps, every weight and BatchNorm statistic of every member."""
+    packed, separate = _train_both(key, torch.float64, steps=4, packer=GroupedPackedNetwork)
+    worst, where = _worst(packed, separate)
+    assert worst < 1e-10, f"{key}: {where} differs by {worst:.2e}"
+    x = torch.randn(3, 1, *MODELS[key][0].input_size, dtype=torch.float64)
+    packed.eval()
+    shared = packed(x, shared=True)
+    for i, net in enumerate(separate):
+        torch.testing.assert_close(shared[i], net.eval()(x), rtol=1e-10, atol=1e-12)
+
+
+def test_a_module_without_a_grouped_form_is_named():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4))
+    assert grouped_obstacle(net) == "1: GroupNorm has no grouped packed form"
+    with pytest.raises(ValueError, match="GroupNorm"):
+        GroupedPackedNetwork([net, copy.deepcopy(net)])
 
 
 @pytest.mark.parametrize("key", ["bccnn", "resnet18_28"])
@@ -169,7 +197,10 @@ def test_bench_speed_packed_writes_the_table(tmp_path):
     )
     assert rc == 0
     table = pd.read_csv(tmp_path / "packed.csv")
-    assert list(table["k"]) == [1, 2] and (table["samples_per_sec_packed"] > 0).all()
+    # one row per K and implementation, both timed against the same separate cell
+    assert list(table["k"]) == [1, 1, 2, 2] and (table["samples_per_sec_packed"] > 0).all()
+    assert list(table["implementation"]) == ["torch.func vmap", "grouped conv"] * 2
     ratio = table["samples_per_sec_packed"] / table["samples_per_sec_separate"]
     assert ratio.round(3).tolist() == table["speedup_vs_separate"].tolist()
-    assert "| bccnn | 8 | 2 |" in (tmp_path / "packed.md").read_text()
+    md = (tmp_path / "packed.md").read_text()
+    assert "| bccnn | torch.func vmap | 8 | 2 |" in md and "| bccnn | grouped conv | 8 | 2 |" in md

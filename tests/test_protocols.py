@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.data.folds import fold_assignment
-from bench.job.run import train
+from bench.job.entry import train
 from bench.records import RunStore, load_record
 
 from conftest import FAST, PNEUMONIA, needs_pneumonia, run_cli

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.explain import explain_run, gradcam_maps
-from bench.job.run import train
+from bench.job.entry import train
 from bench.report import build_report, pareto_front
 
 from conftest import FAST

@@ -17,7 +17,7 @@ from bench.data.augment import augment_batch, get_preset
 from bench.data.batching import BatchIndexSampler
 from bench.data.patches import check_patch_size, crop, patch_origins
 from bench.errors import ConfigError
-from bench.job.run import train
+from bench.job.entry import train
 from bench.metrics import case_overlaps, segmentation_metrics, surface_metric_tensors
 from bench.models import build_model
 from bench.records import RunStore

@@ -82,6 +82,40 @@ def test_projection_arithmetic_by_hand():
     assert totals(table).loc[0, "hours"] == pytest.approx(one / 2, abs=1e-3)
 
 
+def test_projection_packed_seeds_column_from_packed_csv():
+    import pandas as pd
+
+    from bench.speed.projection import packed_seed_speedups
+
+    packed = pd.DataFrame(
+        {
+            "model": ["resnet18_28", "resnet18_28", "resnet18_28", "bccnn"],
+            "k": [3, 3, 3, 3],
+            "implementation": ["torch.func vmap", "grouped conv", "torch.func vmap", "x"],
+            "device": ["cuda", "cuda", "cpu", "cuda"],
+            "speedup_vs_separate": [1.5, 2.5, 0.5, 4.0],
+        }
+    )
+    # the faster exact implementation on the projection's device, under the projection's name
+    assert packed_seed_speedups(packed, "cuda", 3) == {
+        "resnet18_28": 2.5,
+        "bccnn": 4.0,
+        "resnet18_ss": 2.5,
+    }
+    r = Rates(1000.0, 4000.0, 0.9)
+    rates = {("harness", "resnet18_ss"): r, ("harness", "resnet50_ss"): r, ("raw", "bccnn"): r}
+    table = project(rates, datasets=("retinamnist",), packed_seeds={"resnet18_ss": 2.5})
+    by = table.set_index(["method", "model"])
+    one = by.loc[("harness", "resnet18_ss"), "hours_one_at_a_time"]
+    assert by.loc[("harness", "resnet18_ss"), "hours_packed_seeds"] == pytest.approx(
+        one / 2.5, abs=1e-4
+    )
+    assert pd.isna(by.loc[("harness", "resnet50_ss"), "hours_packed_seeds"])  # unmeasured
+    assert pd.isna(by.loc[("raw", "bccnn"), "packed_seeds_speedup"])  # the raw loop never packs
+    # a total with an unmeasured model is no total
+    assert pd.isna(totals(table).set_index("method").loc["harness", "hours_packed_seeds"])
+
+
 def test_pack_size_from_a_solo_measurement():
     solo = SoloJobMeasurement(
         peak_mem_mb=2000, util_pct=20, step_ms=5, free_mem_mb=80000, total_mem_mb=81000

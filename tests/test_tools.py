@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import bench
-from bench.job.run import train
+from bench.job.entry import train
 from bench.records import load_record
 
 from conftest import FAST, PNEUMONIA, needs_pneumonia, run_cli

@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from bench.board import build_board
 from bench.cli import config_groups
 from bench.errors import UnknownOptionError
-from bench.job.run import train
+from bench.job.entry import train
 from bench.records import RunRecord, RunStore, load_record
 
 from conftest import CONF, FAST, PNEUMONIA, needs_pneumonia, run_cli

@@ -78,6 +78,11 @@ def parser():
     )
     project.add_argument("--packing-from", help="pack.csv whose best speed-up is applied")
     project.add_argument("--rates-from", help="project from rows measured before (JSON lines)")
+    project.add_argument(
+        "--packed-seeds-from",
+        help="packed.csv (bench-speed packed) whose K=3 speed-up on this device gives the "
+        "packed-seeds column",
+    )
     protocol = sub.add_parser("protocol", parents=[common], help="the plain-PyTorch protocol loop")
     protocol.add_argument("plain_protocol", metavar="FLAG")
     protocol.add_argument("--model", default="paper_resnet18", help="conf/model option")
@@ -91,6 +96,12 @@ def parser():
     packed.add_argument("--batch", type=int, default=128)
     packed.add_argument("--steps", type=int, default=4, help="timed steps per cell")
     packed.add_argument("--size", type=int, default=28, help="input size (28: MedMNIST)")
+    packed.add_argument(
+        "--implementations",
+        nargs="+",
+        default=["vmap", "grouped"],
+        help="packed forms to time against separate networks: vmap, grouped",
+    )
     eta = sub.add_parser(
         "eta", parents=[common], help="hours per seed of study rows on this machine"
     )

@@ -317,6 +317,9 @@ class InMemoryDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory and not on_gpu,
             persistent_workers=workers > 0,
+            # each iter() draws a base seed: from the loader's own generator, not from torch's
+            # stream, so augmentation and dropout draws depend on (seed, epoch) alone
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -333,7 +336,7 @@ class InMemoryDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         training = trainer is not None and trainer.training
         x, y = self.preprocess(x, y, training)
-        return x, y, idx
+        return as_trainer_dtype(x, trainer), y, idx
 
     def preprocess(self, x: torch.Tensor, y: torch.Tensor, training: bool = False):
         """uint8 batch -> normalised float batch (resized, RGB, augmented as configured)."""
@@ -359,6 +362,14 @@ class InMemoryDataModule(L.LightningDataModule):
             if seg:
                 y = mask
         return x.contiguous(), y
+
+
+def as_trainer_dtype(x: torch.Tensor, trainer) -> torch.Tensor:
+    """Images in float64 under ``trainer.precision=64-true`` (Lightning converts the batch
+    before the transfer hook, where uint8 images become float32)."""
+    if trainer is not None and str(getattr(trainer, "precision", "")).startswith("64"):
+        return x.double()
+    return x
 
 
 def class_coverage_notes(raw: dict, spec: DataSpec) -> list[str]:

@@ -31,21 +31,26 @@ class Outcome:
     cost: dict = field(default_factory=dict)
 
 
-def _peak_mem_mb(device: torch.device) -> float:
+def peak_mem_mb(device: torch.device) -> float:
+    """Peak memory of this process on ``device`` (GPU: allocated by torch; CPU: max RSS)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def fit(job: Job, resume: str | None) -> float:
-    """Train (resuming from ``resume`` if given); returns the fit's wall seconds.
+    """Train (resuming from ``resume`` if given); returns the fit's wall seconds."""
+    return fit_module(job.trainer, job.task, resume, job.datamodule)
+
+
+def fit_module(trainer, module, resume: str | None, datamodule=None) -> float:
+    """``trainer.fit`` of ``module``; returns the fit's wall seconds.
 
     Ctrl-C surfaces as KeyboardInterrupt whether Lightning re-raised it or shut down gracefully.
     """
-    trainer = job.trainer
     start = time.perf_counter()
     try:
-        trainer.fit(job.task, datamodule=job.datamodule, ckpt_path=resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
         if trainer.interrupted:
@@ -63,13 +68,15 @@ def _interruption(trainer) -> KeyboardInterrupt:
     return KeyboardInterrupt()
 
 
-def evaluate(job: Job) -> tuple[dict, dict, dict, dict]:
+def evaluate(job: Job, last_epoch: int | None = None) -> tuple[dict, dict, dict, dict]:
     """(val, test, test_last, predictions): the last epoch's weights are tested first (what the
     official MedMNIST scripts report), then the best-validation weights are validated and
-    tested (what the protocol describes, and what the record ranks by)."""
+    tested (what the protocol describes, and what the record ranks by). ``last_epoch``: the
+    epoch of the weights in ``job.task`` when another trainer fitted them (packed seeds)."""
     trainer, task, dm = job.trainer, job.task, job.datamodule
     task.keep_predictions = True
-    last_epoch = trainer.current_epoch - 1
+    if last_epoch is None:
+        last_epoch = trainer.current_epoch - 1
     best_is_last = job.checkpoint.best_epoch is None or job.checkpoint.best_epoch == last_epoch
     test_last: dict = {}
     if not best_is_last:
@@ -140,7 +147,7 @@ def _outcome(job: Job, train_time: float, val, test, test_last, predictions) -> 
             "train_samples_per_sec": timer.samples_per_sec,
             "epoch_time_s": timer.steady_epoch_s,
             "infer_samples_per_sec": timer.infer_samples_per_sec,
-            "peak_mem_mb": round(_peak_mem_mb(device), 1),
+            "peak_mem_mb": round(peak_mem_mb(device), 1),
             # earlier segments of a resumed run; train() adds this process's wall time
             "wall_time_s": round(job.timer.prior_fit_seconds, 3),
         },

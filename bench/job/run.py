@@ -190,20 +190,22 @@ def run_job(
         finish_trackers(job.loggers)
 
 
-def preflight(cfg: DictConfig, cfg_dict: dict):
+def preflight(cfg: DictConfig, cfg_dict: dict, datamodule=None):
     """Checks before a run is claimed, and the data's fingerprint put into ``cfg_dict`` (so the
-    run id follows the bytes read). Returns the datamodule; raises BenchError."""
+    run id follows the bytes read). Returns the datamodule (``datamodule`` if given: one built
+    for this config already); raises BenchError."""
 
     check_trainable(cfg)
     check_runs_dir(cfg.paths.runs_dir)
-    datamodule = instantiate_group(cfg.data, "data")
+    if datamodule is None:
+        datamodule = instantiate_group(cfg.data, "data")
     fingerprint = datamodule.fingerprint()
     if fingerprint:
         cfg_dict["data"]["fingerprint"] = fingerprint
     return datamodule
 
 
-def _not_started(cfg_dict: dict, error: BenchError) -> JobOutcome:
+def not_started(cfg_dict: dict, error: BenchError, member: int | None = None) -> JobOutcome:
     """A user mistake found before the run was claimed: nothing ran, no record is written."""
     run_id = compute_run_id(cfg_dict)
     outcome = JobOutcome(
@@ -211,23 +213,26 @@ def _not_started(cfg_dict: dict, error: BenchError) -> JobOutcome:
     )
     if in_sweep():
         log.error("run %s not started: %s", run_id, outcome.error)
-    report_job(outcome)
+    report_job(outcome, member=member)
     return outcome
 
 
-def train(cfg: DictConfig) -> JobOutcome:
-    """Run one configured job end to end (never raises for a failed run); returns its outcome."""
+def train_one(cfg: DictConfig, datamodule=None, member: int | None = None) -> JobOutcome:
+    """Run one configured job end to end (never raises for a failed run); returns its outcome.
+
+    ``datamodule``: one already built for ``cfg``; ``member``: its place in a pack of seeds
+    (for the sweep's bookkeeping)."""
     start = time.perf_counter()
     install_noise_filters()
     set_threads(cfg)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     try:
-        datamodule = preflight(cfg, cfg_dict)
+        datamodule = preflight(cfg, cfg_dict, datamodule)
     except Exception as e:
         cause = root_cause(e)
         if not isinstance(cause, BenchError):
             raise
-        return _not_started(cfg_dict, cause)
+        return not_started(cfg_dict, cause, member)
     run_id = compute_run_id(cfg_dict)
     store = RunStore(cfg.paths.runs_dir)
     run_dir = store.run_dir(run_id)
@@ -251,7 +256,7 @@ def train(cfg: DictConfig) -> JobOutcome:
         if not claimed:
             log.info("skip %s: another process is running it", run_id)
             outcome = JobOutcome("skipped", run_id)
-            report_job(outcome)
+            report_job(outcome, member=member)
             return outcome
         previous = store.read(run_id)
         same = None if previous or cfg.get("force") else done_elsewhere
@@ -259,7 +264,7 @@ def train(cfg: DictConfig) -> JobOutcome:
             done = same or previous
             log.info("skip %s: already done as %s (+force=true to rerun)", run_id, done.run_id)
             outcome = _outcome(done, "skipped", 0.0)
-            report_job(outcome)
+            report_job(outcome, member=member)
             return outcome
 
         resume = prepare_run_dir(run_dir, force=bool(cfg.get("force")))
@@ -314,7 +319,7 @@ def train(cfg: DictConfig) -> JobOutcome:
         outcome = _outcome(record, record.status, wall)
         if record.status == "failed":
             outcome.exit_code = exit_code
-        report_job(outcome)
+        report_job(outcome, member=member)
     if interrupted:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise SystemExit(130)

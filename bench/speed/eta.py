@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from bench.errors import BenchError
-from bench.job.run import train
+from bench.job.entry import train
 from bench.records import load_record
 from bench.speed.runners import compose_in_temp_store
 

@@ -28,7 +28,7 @@ from medmnist import INFO
 from bench.errors import ConfigError
 from bench.paths import conf_dir
 from bench.records import cpu_name
-from bench.speed.projection import Rates, split_sizes, totals
+from bench.speed.projection import Rates, packed_seed_speedups, split_sizes, totals
 from bench.speed.projection import project as project_hours
 from bench.speed.protocol_loop import plain_protocol_run
 from bench.speed.runners import MODELS, PRECISIONS, RUNNERS, Setting, measure, model_options
@@ -345,7 +345,13 @@ def project(args) -> int:
     if args.packing_from and Path(args.packing_from).exists():
         pk = pd.read_csv(args.packing_from)
         packing = {"harness": float(pk["speedup_over_k1"].max())}
-    table = project_hours(rates, packing=packing)
+    packed_seeds = {}
+    if args.packed_seeds_from and Path(args.packed_seeds_from).exists():
+        measured_on = (
+            "cuda" if any(r.get("ran_on", "").startswith("NVIDIA") for r in rows) else device
+        )
+        packed_seeds = packed_seed_speedups(pd.read_csv(args.packed_seeds_from), measured_on, 3)
+    table = project_hours(rates, packing=packing, packed_seeds=packed_seeds)
     machine = next((r["ran_on"] for r in rows if r.get("ran_on")), None)
     facts = {"machine": machine} if machine else machine_facts(device)
     table["machine"] = facts["machine"]
@@ -443,46 +449,57 @@ def study_eta(args) -> int:
 
 
 def packed_seeds(args) -> int:
-    """K seeds packed (torch.func vmap) vs K separate runs, side by side per K and model."""
+    """K seeds packed (torch.func vmap and/or grouped convolutions) vs K separate runs, side by
+    side per K and model."""
+    from bench.speed.packed_bench import IMPLEMENTATION_NAMES, run_cell
     from bench.speed.packed_bench import MODELS as PACKABLE
-    from bench.speed.packed_bench import run_cell
 
     unknown = [m for m in args.packed_models if m not in PACKABLE]
     if unknown:
         raise ConfigError(f"--packed-models {' '.join(unknown)}: choose from {', '.join(PACKABLE)}")
+    unknown = [i for i in args.implementations if i not in IMPLEMENTATION_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"--implementations {' '.join(unknown)}: choose from {', '.join(IMPLEMENTATION_NAMES)}"
+        )
+    device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    machine = machine_facts(device)["machine"]
     rows = []
     for model in args.packed_models:
         for k in args.packed_k:
+            modes = ["separate", *args.implementations]
             cells = {
-                mode: run_cell(model, k, mode, args.batch, args.steps, args.size)
-                for mode in ("separate", "packed")
+                mode: run_cell(model, k, mode, args.batch, args.steps, args.size, device)
+                for mode in modes
             }
             for mode, cell in cells.items():
                 if "error" in cell:
                     raise ConfigError(f"{model} K={k} {mode}: {cell['error']}")
-            sep, pk = cells["separate"], cells["packed"]
-            row = {
-                "model": model,
-                "k": k,
-                "batch": args.batch,
-                "input_size": args.size,
-                "samples_per_sec_packed": pk["samples_per_sec"],
-                "samples_per_sec_separate": sep["samples_per_sec"],
-                "speedup_vs_separate": round(pk["samples_per_sec"] / sep["samples_per_sec"], 3),
-                "peak_mem_mb_packed": pk["peak_mem_mb"],
-                "peak_mem_mb_separate": sep["peak_mem_mb"],
-                "implementation": "torch.func vmap",
-                "device": "cpu",
-                "machine": cpu_name(),
-                "threads": pk["threads"],
-                "torch": torch.__version__,
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            sep = cells["separate"]
+            for impl in args.implementations:
+                pk = cells[impl]
+                row = {
+                    "model": model,
+                    "k": k,
+                    "batch": args.batch,
+                    "input_size": args.size,
+                    "samples_per_sec_packed": pk["samples_per_sec"],
+                    "samples_per_sec_separate": sep["samples_per_sec"],
+                    "speedup_vs_separate": round(pk["samples_per_sec"] / sep["samples_per_sec"], 3),
+                    "peak_mem_mb_packed": pk["peak_mem_mb"],
+                    "peak_mem_mb_separate": sep["peak_mem_mb"],
+                    "implementation": IMPLEMENTATION_NAMES[impl],
+                    "device": device,
+                    "machine": machine,
+                    "threads": pk["threads"],
+                    "torch": torch.__version__,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     path = out / "packed.csv"
-    table = write_replacing(path, pd.DataFrame(rows), ["model"])
+    table = write_replacing(path, pd.DataFrame(rows), ["model", "implementation"])
     (out / "packed.md").write_text(packed_markdown(table))
     print(f"wrote {path} and {out / 'packed.md'}")
     return 0
@@ -497,13 +514,14 @@ def packed_markdown(table: pd.DataFrame) -> str:
         "the real input size, Adam, one process; samples/s over all K members; peak memory above",
         "the process's footprint after imports).",
         "",
-        "| model | batch | K | packed samples/s | separate samples/s | speed-up | peak MB packed "
-        "| peak MB separate | machine | threads |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | implementation | batch | K | packed samples/s | separate samples/s | speed-up "
+        "| peak MB packed | peak MB separate | machine | threads |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['k']} | {r['samples_per_sec_packed']:.0f} | "
+            f"| {r['model']} | {r['implementation']} | {r['batch']} | {r['k']} | "
+            f"{r['samples_per_sec_packed']:.0f} | "
             f"{r['samples_per_sec_separate']:.0f} | {r['speedup_vs_separate']:.2f} | "
             f"{r['peak_mem_mb_packed']:.0f} | {r['peak_mem_mb_separate']:.0f} | "
             f"{r['machine']} ({r['device']}) | {r['threads']} |"

@@ -1,11 +1,12 @@
 """Packed seeds against K separate runs: training steps per second of one process.
 
-A cell trains ``k`` members of one model for a few steps, either packed
-(:class:`bench.models.packed.PackedNetwork`: one forward/backward for all) or one after the other
-(K separate networks, what K unpacked runs do on one device), on random tensors of the real
-input size, and reports samples/s over all members and the peak resident memory above the
-process's footprint after imports. Each cell runs
-in a fresh process so that its peak memory is its own.
+A cell trains ``k`` members of one model for a few steps, either packed (one forward/backward
+for all: ``vmap``, :class:`bench.models.packed.PackedNetwork`, or ``grouped``,
+:class:`bench.models.packed_grouped.GroupedPackedNetwork`) or one after the other (``separate``:
+K networks, what K unpacked runs do on one device), on random tensors of the real input size,
+and reports samples/s over all members and the peak memory (CPU: resident memory above the
+process's footprint after imports; GPU: torch's peak allocation). Each cell runs in a fresh
+process so that its peak memory is its own.
 """
 
 from __future__ import annotations
@@ -21,12 +22,21 @@ from torch import nn
 
 from bench.models import build_model
 from bench.models.packed import PackedNetwork
+from bench.models.packed_grouped import GroupedPackedNetwork
 from bench.spec import DataSpec
+
+PACKERS = {"vmap": PackedNetwork, "grouped": GroupedPackedNetwork}
+IMPLEMENTATION_NAMES = {"vmap": "torch.func vmap", "grouped": "grouped conv"}
 
 MODELS = {
     "bccnn": ("bccnn", 2, {}),
     "resnet18_28": (
         "resnet18",
+        2,
+        {"small_input_stem": True, "init": "torch", "pretrained": False, "drop_rate": 0.0},
+    ),
+    "resnet50_28": (
+        "resnet50",
         2,
         {"small_input_stem": True, "init": "torch", "pretrained": False, "drop_rate": 0.0},
     ),
@@ -70,16 +80,19 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def measure_cell(model: str, k: int, mode: str, batch: int, steps: int, size: int) -> dict:
+def measure_cell(
+    model: str, k: int, mode: str, batch: int, steps: int, size: int, device: str = "cpu"
+) -> dict:
     """Samples/s (all members) of ``steps`` timed training steps after one warm-up step, and
-    the peak memory above the process's footprint after imports (Linux)."""
+    the peak memory (``mode``: separate, vmap or grouped)."""
     dims = MODELS[model][1]
+    dev = torch.device(device)
     base = _rss_mb() if _reset_peak_rss() else 0.0
-    members = _members(model, k, size)
-    xs = torch.randn(k, batch, 1, *(size,) * dims)
-    ys = torch.randint(0, 3, (k, batch))
-    if mode == "packed":
-        net = PackedNetwork(members).train()
+    members = [m.to(dev) for m in _members(model, k, size)]
+    xs = torch.randn(k, batch, 1, *(size,) * dims, device=dev)
+    ys = torch.randint(0, 3, (k, batch), device=dev)
+    if mode in PACKERS:
+        net = PACKERS[mode](members).to(dev).train()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
         def step() -> None:
@@ -100,10 +113,20 @@ def measure_cell(model: str, k: int, mode: str, batch: int, steps: int, size: in
                 opts[i].step()
 
     step()  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
+    peak = (
+        torch.cuda.max_memory_allocated(dev) / 2**20
+        if dev.type == "cuda"
+        else _peak_rss_mb() - base
+    )
     return {
         "model": model,
         "k": k,
@@ -112,16 +135,19 @@ def measure_cell(model: str, k: int, mode: str, batch: int, steps: int, size: in
         "input_size": size,
         "steps": steps,
         "samples_per_sec": round(k * batch * steps / seconds, 1),
-        "peak_mem_mb": round(_peak_rss_mb() - base, 1),
+        "peak_mem_mb": round(peak, 1),
         "threads": torch.get_num_threads(),
     }
 
 
-def run_cell(model: str, k: int, mode: str, batch: int, steps: int, size: int) -> dict:
+def run_cell(
+    model: str, k: int, mode: str, batch: int, steps: int, size: int, device: str = "cpu"
+) -> dict:
     """:func:`measure_cell` in a fresh interpreter (its own peak memory)."""
+    args = f"{model!r}, {k}, {mode!r}, {batch}, {steps}, {size}, {device!r}"
     code = (
         "import json,sys; from bench.speed.packed_bench import measure_cell; "
-        f"print(json.dumps(measure_cell({model!r}, {k}, {mode!r}, {batch}, {steps}, {size})))"
+        f"print(json.dumps(measure_cell({args})))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -9,7 +9,9 @@ steady epoch time, a fixed cost per epoch. For each dataset (its official split 
 where ``n_eval`` is the validation split for the harness and the raw loop, and train + val +
 test for the official script (it scores all three every epoch). The protocol is 100 epochs x
 3 seeds x {ResNet-18, ResNet-50} on the 12 2D datasets; packing K runs on one device divides the
-wall time by the measured aggregate speed-up.
+wall time by the measured aggregate speed-up. Packing a configuration's seeds into one network
+(``execution.pack_seeds``) divides it by the speed-up ``bench-speed packed`` measured for that
+model at K = seeds on the same kind of device (``packed.csv``); unmeasured there, it is NaN.
 """
 
 from __future__ import annotations
@@ -62,6 +64,19 @@ class Rates:
         return self.fixed_s + sizes["train"] / self.train_rate + n_eval / self.eval_rate
 
 
+# projection model names -> their name in packed.csv (the same networks)
+PACKED_NAMES = {"resnet18_ss": "resnet18_28", "resnet50_ss": "resnet50_28"}
+
+
+def packed_seed_speedups(packed: pd.DataFrame, device: str, k: int) -> dict[str, float]:
+    """Per projection model: the best measured speed-up of K=``k`` packed seeds over ``k``
+    separate networks on ``device`` (the implementations are equally exact)."""
+    rows = packed[(packed["device"] == device) & (packed["k"] == k)]
+    best = rows.groupby("model")["speedup_vs_separate"].max().to_dict()
+    names = {**{v: v for v in best}, **PACKED_NAMES}
+    return {ours: float(best[theirs]) for ours, theirs in names.items() if theirs in best}
+
+
 def split_sizes(flag: str) -> dict[str, int]:
     from medmnist import INFO
 
@@ -74,12 +89,15 @@ def project(
     seeds: int = 3,
     datasets: tuple[str, ...] = MEDMNIST2D,
     packing: dict[str, float] | None = None,
+    packed_seeds: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Hours per (method, model, dataset) for ``seeds`` x ``epochs``; ``packing[method]`` is the
-    aggregate speed-up of packed runs over one run alone (1 when not packed)."""
+    aggregate speed-up of packed runs over one run alone (1 when not packed);
+    ``packed_seeds[model]`` the speed-up of the seeds packed into one network (harness only)."""
     rows = []
     for (method, model), r in rates.items():
         speedup = (packing or {}).get(method, 1.0)
+        seeds_speedup = (packed_seeds or {}).get(model) if method == "harness" else None
         for flag in datasets:
             sizes = split_sizes(flag)
             epoch_s = r.epoch_seconds(sizes)
@@ -96,13 +114,24 @@ def project(
                     "hours_one_at_a_time": round(total_s / 3600, 4),
                     "packing_speedup": speedup,
                     "hours": round(total_s / 3600 / speedup, 4),
+                    "packed_seeds_speedup": seeds_speedup,
+                    "hours_packed_seeds": round(total_s / 3600 / seeds_speedup, 4)
+                    if seeds_speedup
+                    else float("nan"),
                 }
             )
     return pd.DataFrame(rows)
 
 
 def totals(projection: pd.DataFrame) -> pd.DataFrame:
-    """Hours of the whole protocol per method (both models, every dataset)."""
-    return (
-        projection.groupby("method")[["hours_one_at_a_time", "hours"]].sum().round(3).reset_index()
-    )
+    """Hours of the whole protocol per method (both models, every dataset); the packed-seeds
+    total is NaN unless every model's packing was measured."""
+    cols = ["hours_one_at_a_time", "hours"]
+    out = projection.groupby("method")[cols].sum().round(3)
+    if "hours_packed_seeds" in projection:
+        packed = projection.groupby("method")["hours_packed_seeds"].sum(min_count=1)
+        complete = projection.groupby("method")["hours_packed_seeds"].apply(
+            lambda s: s.notna().all()
+        )
+        out["hours_packed_seeds"] = packed.where(complete).round(3)
+    return out.reset_index()

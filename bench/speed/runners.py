@@ -1,8 +1,8 @@
 """Three ways to train the same model on the same data, timed alike (timm ``benchmark.py`` style:
 small runner classes over one interface).
 
-- :class:`HarnessRunner`   - bench's whole Lightning path (``bench.job.run.train``), timed from the
-  run record (``cost.epoch_time_s``, ``cost.train_time_s``);
+- :class:`HarnessRunner`   - bench's whole Lightning path (``bench.job.entry.train``), timed from
+  the run record (``cost.epoch_time_s``, ``cost.train_time_s``);
 - :class:`RawRunner`       - a minimal loop over the same preloaded uint8 tensors (same model,
   precision, batch size, optimiser), one validation pass per epoch: the lower bound;
 - :class:`ReferenceRunner` - the official MedMNIST script's pipeline: medmnist's Dataset +
@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.data.medmnist import MedMNISTDataModule
+from bench.job.entry import train
 from bench.job.instantiate import composition_error
-from bench.job.run import train
 from bench.metrics import classification_metrics
 from bench.models import build_model
 from bench.paths import conf_dir
@@ -155,7 +155,7 @@ def compose_in_temp_store(overrides: list[str], prefix: str):
 
 
 class HarnessRunner(Runner):
-    """``bench.job.run.train`` on a composed config, as ``bench-train`` runs it."""
+    """``bench.job.entry.train`` on a composed config, as ``bench-train`` runs it."""
 
     name = "harness"
 

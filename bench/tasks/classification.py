@@ -26,11 +26,14 @@ class ClassificationTask(BaseTask):
         self.register_buffer("class_weight", weight, persistent=False)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        # half precision is scored in float32; float64 (precision 64-true) stays float64
+        logits = logits.float() if logits.dtype != torch.float64 else logits
+        weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
         if self.spec.task == "multi-label":
             return F.binary_cross_entropy_with_logits(
-                logits.float(), y.float(), pos_weight=self.class_weight, reduction=reduction
+                logits, y.to(logits.dtype), pos_weight=weight, reduction=reduction
             )
-        return F.cross_entropy(logits.float(), y, weight=self.class_weight, reduction=reduction)
+        return F.cross_entropy(logits, y, weight=weight, reduction=reduction)
 
     def eval_outputs(self, logits, y, idx, stage):
         return {"index": idx, "target": y, "score": scores_from_logits(logits, self.spec.task)}
