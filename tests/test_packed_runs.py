@@ -234,3 +234,39 @@ def test_a_packed_sweep_counts_every_member(tmp_path):
     recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/record.json")]
     assert sorted(r["seed"] for r in recs) == [0, 1, 2, 3]
     assert sorted(tuple(r["env"]["packed"]["seeds"]) for r in recs) == [(0, 1)] * 2 + [(2, 3)] * 2
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model=mobilenet"],
+        ["data=synthetic3d", "model=resnet18_3d", "data.n_train=16", "data.n_val=8",
+         "data.n_test=8", "data.batch_size=8"],
+    ],
+    ids=["mobilenetv2", "resnet18_3d"],
+)  # fmt: skip
+def test_the_card_and_paper_networks_pack_with_their_own_batchnorm(make_cfg, model):
+    """MobileNetV2 (timm's BatchNormAct2d) and the paper's 3D ResNet train packed: K records,
+    each member with BatchNorm statistics of its own."""
+    cfg = make_cfg([*FAST, *model, "execution.pack_seeds=2", "checkpoint.keep=all"])
+    assert train(cfg).status == "done"
+    recs = _records(Path(cfg.paths.runs_dir))
+    assert sorted(recs) == [0, 1] and all(r.env.packed["k"] == 2 for r in recs.values())
+    a, b = (_state(recs[s].dir, "best.ckpt") for s in (0, 1))
+    stats = [k for k in a if k.endswith("running_mean")]
+    assert stats and not torch.equal(a[stats[-1]], b[stats[-1]])
+
+
+@pytest.mark.parametrize(
+    "override, said",
+    [
+        ("execution.pack_seeds=0", "execution.pack_seeds must be a whole number >= 1, got 0"),
+        ("seed=null", "execution.pack_seeds needs seed=N (the first seed of the pack)"),
+    ],
+)
+def test_a_bad_pack_is_one_line_and_nothing_runs(tmp_path, override, said):
+    extra = [] if override.startswith("execution") else ["execution.pack_seeds=2"]
+    proc = run_cli(["bench-train", *FAST, "model=bccnn", override, *extra], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"error: ConfigError: {said}"]
+    assert not list((tmp_path / "runs").glob("*/record.json"))

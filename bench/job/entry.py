@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from bench.errors import ConfigError
 from bench.job.packed import pack_size, train_packed
-from bench.job.run import train_one
+from bench.job.run import not_started, train_one
 from bench.sweep import JobOutcome
 
 
 def train(cfg: DictConfig) -> JobOutcome:
     """Run the configured job (never raises for a failed run); returns its outcome (a pack's:
     its first member's, each member's is reported to the sweep)."""
-    if pack_size(cfg) > 1:
+    try:
+        k = pack_size(cfg)
+    except ConfigError as e:
+        return not_started(OmegaConf.to_container(cfg, resolve=True), e)
+    if k > 1:
         return train_packed(cfg)
     return train_one(cfg)

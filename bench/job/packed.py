@@ -60,8 +60,10 @@ IMPLEMENTATION = "torch.func.vmap"
 
 def pack_size(cfg: DictConfig) -> int:
     """``execution.pack_seeds`` (1 when unset)."""
-    k = (cfg.get("execution") or {}).get("pack_seeds") or 1
-    if not isinstance(k, int) or k < 1:
+    k = (cfg.get("execution") or {}).get("pack_seeds")
+    if k is None:
+        return 1
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"execution.pack_seeds must be a whole number >= 1, got {k!r}")
     return k
 

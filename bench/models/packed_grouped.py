@@ -50,7 +50,8 @@ def grouped_obstacle(model: nn.Module) -> str | None:
     for name, m in model.named_modules():
         if name == "":
             continue
-        if isinstance(m, (*_CONVS, *_NORMS, nn.Linear, *_CHANNELWISE)):
+        # exact types: a subclass (timm's BatchNormAct2d) may do more than its base
+        if type(m) in (*_CONVS, *_NORMS, nn.Linear, *_CHANNELWISE):
             if isinstance(m, _CONVS) and m.padding_mode != "zeros":
                 return f"{name}: padding_mode={m.padding_mode!r} is not packable by groups"
             if isinstance(m, _NORMS) and m.momentum is None:
@@ -109,11 +110,11 @@ def _wide_norm(norms: list[nn.BatchNorm2d]) -> nn.Module:
 def _widen(template: nn.Module, members: list[nn.Module]) -> None:
     for name, child in list(template.named_children()):
         parts = [getattr(m, name) for m in members]
-        if isinstance(child, _CONVS):
+        if type(child) in _CONVS:
             setattr(template, name, _wide_conv(parts))
-        elif isinstance(child, _NORMS):
+        elif type(child) in _NORMS:
             setattr(template, name, _wide_norm(parts))
-        elif isinstance(child, nn.Linear):
+        elif type(child) is nn.Linear:
             w = torch.stack([p.weight.detach() for p in parts]).clone()
             b = (
                 torch.stack([p.bias.detach() for p in parts]).clone()
