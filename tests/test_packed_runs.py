@@ -270,3 +270,41 @@ def test_a_bad_pack_is_one_line_and_nothing_runs(tmp_path, override, said):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [f"error: ConfigError: {said}"]
     assert not list((tmp_path / "runs").glob("*/record.json"))
+
+
+def test_a_frozen_backbone_trains_one_at_a_time_and_says_why(make_cfg, caplog):
+    cfg = make_cfg([*FAST, "model=bccnn", "model.width=8", "model.freeze=backbone",
+                    "execution.pack_seeds=2"])  # fmt: skip
+    with caplog.at_level("INFO", logger="bench.train"):
+        assert train(cfg).status == "done"
+    said = [r.getMessage() for r in caplog.records if "one at a time" in r.getMessage()]
+    assert said == [
+        "seeds [0, 1] train one at a time: a frozen backbone (parameters without gradients) "
+        "is not packable"
+    ]
+    recs = _records(Path(cfg.paths.runs_dir))
+    assert sorted(recs) == [0, 1] and all(r.env.packed is None for r in recs.values())
+
+
+def test_a_corrupt_member_checkpoint_sends_the_pack_one_at_a_time(make_cfg, monkeypatch):
+    overrides = [*FAST, "model=bccnn", "model.width=8", "trainer.max_epochs=2",
+                 "checkpoint.every_minutes=0", "execution.pack_seeds=2"]  # fmt: skip
+    start = PackedTask.on_train_epoch_start
+
+    def killed_at_epoch_1(self):
+        if self.current_epoch == 1:
+            raise KeyboardInterrupt
+        start(self)
+
+    monkeypatch.setattr(PackedTask, "on_train_epoch_start", killed_at_epoch_1)
+    with pytest.raises(SystemExit):
+        train(make_cfg(overrides))
+    monkeypatch.setattr(PackedTask, "on_train_epoch_start", start)
+    recs = _records(Path(make_cfg(overrides).paths.runs_dir))
+    last = recs[1].dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk
+    assert train(make_cfg(overrides)).status == "done"
+    recs = _records(Path(make_cfg(overrides).paths.runs_dir))
+    assert recs[0].resumed_from.endswith("last.ckpt") and recs[1].resumed_from is None
+    assert list((recs[1].dir / "checkpoints").glob("last.ckpt.corrupt-*"))
+    assert {r.status for r in recs.values()} == {"done"}

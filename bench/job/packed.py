@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bench.checkpointing import RESUME_FILE
 from bench.console import EpochLines, install_noise_filters, is_terminal, print_run_summary
 from bench.costs import gmacs, param_counts
 from bench.errors import BenchError, ConfigError, Terminated, one_line
@@ -35,6 +36,7 @@ from bench.job.run import (
     new_record,
     not_started,
     preflight,
+    readable_checkpoint,
     root_cause,
     run_context,
     set_threads,
@@ -198,16 +200,10 @@ def train_packed(cfg: DictConfig) -> JobOutcome:
             else:
                 log.info("skip %s: another process is running it", m.run_id)
                 report_job(JobOutcome("skipped", m.run_id), member=i)
-        if len(claimed) >= 2:
-            outcomes = _train_claimed(cfg, claimed, store)
-            if outcomes is not None:
-                return first or outcomes[0]
-            fallback = claimed
-        else:
-            fallback = claimed
-    # the claims are released: each member claims again as an ordinary run
-    outcomes = [train_one(m.cfg, m.datamodule, member=i) for i, m in fallback]
-    return first or outcomes[0]
+        outcomes = _train_claimed(cfg, claimed, store) if len(claimed) >= 2 else None
+    if outcomes is None:  # the claims are released: each member claims again, as one run
+        outcomes = [train_one(m.cfg, m.datamodule, member=i) for i, m in claimed]
+    return first or (outcomes[0] if outcomes else JobOutcome("skipped", members[0].run_id))
 
 
 def _train_claimed(
@@ -218,17 +214,19 @@ def _train_claimed(
     nums = [i for i, _ in claimed]
     members = [m for _, m in claimed]
     force = bool(cfg.get("force"))
-    resume_from = None if force else read_member_checkpoints([m.run_dir for m in members])
-    partial = any((m.run_dir / "checkpoints" / "last.ckpt").exists() for m in members)
-    if resume_from is None and partial and not force:
-        log.info("seeds %s train one at a time: only some have a resume checkpoint",
-                 [m.cfg.seed for m in members])  # fmt: skip
-        return None
-    if resume_from is not None:
-        points = {(c.get("epoch"), c.get("global_step")) for c in resume_from}
-        if len(points) != 1:
+    seeds = [int(m.cfg.seed) for m in members]
+    lasts = [m.run_dir / "checkpoints" / RESUME_FILE for m in members]
+    resume_from = None
+    if not force and any(p.exists() for p in lasts):
+        # each resumes alone (the unpacked path sets a corrupt checkpoint aside)
+        if not all(p.exists() and readable_checkpoint(p) for p in lasts):
+            log.info("seeds %s train one at a time: not every member has a readable resume "
+                     "checkpoint", seeds)  # fmt: skip
+            return None
+        resume_from = read_member_checkpoints([m.run_dir for m in members])
+        if len({(c.get("epoch"), c.get("global_step")) for c in resume_from}) != 1:
             log.info("seeds %s train one at a time: their resume checkpoints are at different "
-                     "epochs", [m.cfg.seed for m in members])  # fmt: skip
+                     "epochs", seeds)  # fmt: skip
             return None
     for m in members:
         ckpt_dir = m.run_dir / "checkpoints"
@@ -239,12 +237,11 @@ def _train_claimed(
         m.job = build_job(m.cfg, m.run_dir, context, m.datamodule)
     reason = model_obstacle(members[0].job)
     if reason:
-        log.info("seeds %s train one at a time: %s", [m.cfg.seed for m in members], reason)
+        log.info("seeds %s train one at a time: %s", seeds, reason)
         for m in members:
             finish_trackers(m.job.loggers)
         return None
 
-    seeds = [int(m.cfg.seed) for m in members]
     for m in members:
         context, overrides = run_context(m.run_id)
         previous = store.read(m.run_id)
