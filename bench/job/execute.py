@@ -124,12 +124,29 @@ def execute(job: Job, resume: str | None) -> Outcome:
 
 
 def _outcome(job: Job, train_time: float, val, test, test_last, predictions) -> Outcome:
-    timer, trainer = job.timer, job.trainer
+    return measured_outcome(
+        job, train_time, (val, test, test_last, predictions), job.timer, job.trainer,
+        job.task.history, job.checkpoint.best_epoch,
+    )  # fmt: skip
+
+
+def measured_outcome(
+    job: Job,
+    train_time: float,
+    evaluated: tuple[dict, dict, dict, dict],
+    timer,
+    trainer,
+    history: list[dict],
+    best_epoch: int | None,
+) -> Outcome:
+    """The outcome of ``job`` whose training ``trainer`` ran, timed by ``timer`` (the job's own,
+    or a pack's); inference throughput is always the job's own test pass."""
+    val, test, test_last, predictions = evaluated
     history = [
         {**h, "epoch_time_s": round(timer.epoch_seconds[h["epoch"]], 4)}
         if h["epoch"] in timer.epoch_seconds
         else h
-        for h in job.task.history
+        for h in history
     ]
     device = trainer.strategy.root_device
     return Outcome(
@@ -138,7 +155,7 @@ def _outcome(job: Job, train_time: float, val, test, test_last, predictions) -> 
         test_last=test_last,
         predictions=predictions,
         history=history,
-        best_epoch=job.checkpoint.best_epoch,
+        best_epoch=best_epoch,
         epochs_run=trainer.current_epoch,
         train_time_s=train_time,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -146,9 +163,9 @@ def _outcome(job: Job, train_time: float, val, test, test_last, predictions) -> 
             "train_time_s": round(train_time, 3),
             "train_samples_per_sec": timer.samples_per_sec,
             "epoch_time_s": timer.steady_epoch_s,
-            "infer_samples_per_sec": timer.infer_samples_per_sec,
+            "infer_samples_per_sec": job.timer.infer_samples_per_sec,
             "peak_mem_mb": round(peak_mem_mb(device), 1),
             # earlier segments of a resumed run; train() adds this process's wall time
-            "wall_time_s": round(job.timer.prior_fit_seconds, 3),
+            "wall_time_s": round(timer.prior_fit_seconds, 3),
         },
     )

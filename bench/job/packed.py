@@ -23,27 +23,27 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bench.checkpointing import RESUME_FILE
 from bench.console import EpochLines, install_noise_filters, is_terminal, print_run_summary
-from bench.costs import gmacs, param_counts
 from bench.errors import BenchError, ConfigError, Terminated, one_line
 from bench.io import atomic_save
 from bench.job.build import Job, build_job
-from bench.job.execute import Outcome, evaluate, fit_module, peak_mem_mb
+from bench.job.execute import evaluate, fit_module, measured_outcome
 from bench.job.instantiate import instantiate_group
 from bench.job.packed_checkpoints import PackedResume, join, read_member_checkpoints
-from bench.job.persist import persist
 from bench.job.run import (
+    describe_job,
     finish_checkpoints,
     new_record,
     not_started,
     preflight,
     readable_checkpoint,
+    record_outcome,
     root_cause,
     run_context,
     set_threads,
     train_one,
 )
 from bench.models.packed import packable
-from bench.records import Cost, RunRecord, RunStore, compute_run_id, now_iso
+from bench.records import RunRecord, RunStore, compute_run_id, now_iso
 from bench.sweep import JobOutcome, report_job
 from bench.tasks.packed import PackedTask
 from bench.timing import ThroughputTimer
@@ -360,50 +360,11 @@ def _evaluate_member(
     best = task.best[k]
     job.checkpoint.best_state = best["state"]
     job.checkpoint.best_score, job.checkpoint.best_epoch = best["score"], best["epoch"]
-    history = [
-        {**h, "epoch_time_s": round(timer.epoch_seconds[h["epoch"]], 4)}
-        if h["epoch"] in timer.epoch_seconds
-        else h
-        for h in task.histories[k]
-    ]
-    job.task.history = history
-    _replay_history(job, history)
-    rec.spec = job.spec.to_dict()
-    rec.dataset, rec.task, rec.kind = job.spec.name, job.spec.task, job.spec.kind
-    rec.scheme = job.info.scheme
-    rec.cv = job.datamodule.cv_info
-    rec.split_sizes = {s: len(x) for s, (x, _) in job.datamodule.prepared_splits().items()}
-    rec.cost = Cost(
-        **param_counts(job.model), gmacs=gmacs(job.model, job.spec),
-        input_size=list(job.spec.input_size),
-    )  # fmt: skip
-    rec.notes = list(job.datamodule.notes)
-    last_epoch = trainer.current_epoch - 1
-    val, test, test_last, predictions = evaluate(job, last_epoch=last_epoch)
-    device = trainer.strategy.root_device
-    outcome = Outcome(
-        val=val,
-        test=test,
-        test_last=test_last,
-        predictions=predictions,
-        history=history,
-        best_epoch=best["epoch"],
-        epochs_run=trainer.current_epoch,
-        train_time_s=train_time,
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        cost={
-            "train_time_s": round(train_time, 3),
-            "train_samples_per_sec": timer.samples_per_sec,
-            "epoch_time_s": timer.steady_epoch_s,
-            "infer_samples_per_sec": job.timer.infer_samples_per_sec,
-            "peak_mem_mb": round(peak_mem_mb(device), 1),
-            "wall_time_s": round(timer.prior_fit_seconds, 3),
-        },
-    )
-    rec.val, rec.test, rec.test_last = outcome.val, outcome.test, outcome.test_last
-    rec.best_epoch, rec.epochs_run = outcome.best_epoch, outcome.epochs_run
-    for key, v in outcome.cost.items():
-        setattr(rec.cost, key, v)
-    rec.env.device = outcome.device
-    persist(job, outcome, rec)
+    describe_job(rec, job)
+    evaluated = evaluate(job, last_epoch=trainer.current_epoch - 1)
+    outcome = measured_outcome(job, train_time, evaluated, timer, trainer, task.histories[k],
+                               best["epoch"])  # fmt: skip
+    job.task.history = outcome.history
+    _replay_history(job, outcome.history)
+    record_outcome(rec, job, outcome)
     rec.status = "done"

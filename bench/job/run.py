@@ -167,27 +167,37 @@ def run_job(
     context, _ = run_context(record.run_id)
     job = build_job(cfg, run_dir, context, datamodule)
     try:
-        record.spec = job.spec.to_dict()
-        record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
-        record.scheme = job.info.scheme
-        record.cv = job.datamodule.cv_info
-        record.split_sizes = {k: len(x) for k, (x, _) in job.datamodule.prepared_splits().items()}
-        record.cost = Cost(
-            **param_counts(job.model),
-            gmacs=gmacs(job.model, job.spec),
-            input_size=list(job.spec.input_size),
-        )
-        record.notes = list(job.datamodule.notes)
+        describe_job(record, job)
         outcome = execute(job, resume)
-        record.val, record.test, record.test_last = outcome.val, outcome.test, outcome.test_last
-        record.best_epoch, record.epochs_run = outcome.best_epoch, outcome.epochs_run
-        for k, v in outcome.cost.items():
-            setattr(record.cost, k, v)
-        record.env.device = outcome.device
-        record.cv = job.datamodule.cv_info
-        persist(job, outcome, record)
+        record_outcome(record, job, outcome)
     finally:
         finish_trackers(job.loggers)
+
+
+def describe_job(record: RunRecord, job) -> None:
+    """What the record says of a built job before it trains: data, scheme, size, cost."""
+    record.spec = job.spec.to_dict()
+    record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
+    record.scheme = job.info.scheme
+    record.cv = job.datamodule.cv_info
+    record.split_sizes = {k: len(x) for k, (x, _) in job.datamodule.prepared_splits().items()}
+    record.cost = Cost(
+        **param_counts(job.model),
+        gmacs=gmacs(job.model, job.spec),
+        input_size=list(job.spec.input_size),
+    )
+    record.notes = list(job.datamodule.notes)
+
+
+def record_outcome(record: RunRecord, job, outcome) -> None:
+    """Put what the job measured into the record and write the run folder's files."""
+    record.val, record.test, record.test_last = outcome.val, outcome.test, outcome.test_last
+    record.best_epoch, record.epochs_run = outcome.best_epoch, outcome.epochs_run
+    for k, v in outcome.cost.items():
+        setattr(record.cost, k, v)
+    record.env.device = outcome.device
+    record.cv = job.datamodule.cv_info
+    persist(job, outcome, record)
 
 
 def preflight(cfg: DictConfig, cfg_dict: dict, datamodule=None):
