@@ -9,11 +9,12 @@
 # 3. the study rows that need a GPU, three seeds packed per row (execution.pack_seeds=3):
 #    PneumoniaMNIST xception, paper_resnet18, paper_resnet50; AdrenalMNIST3D resnet18_3d,
 #    resnet50_3d. Resumable: rerun the script, done seeds are skipped.
-# DEVICE=cpu EPOCHS=1 LIMIT=64 STEPS=1 KS="1 2" is a dry run on a CPU.
+# DEVICE=cpu EPOCHS=1 LIMIT=64 STEPS=1 KS="1 2" BATCH=8 BUDGET=300 is a dry run on a CPU.
 set -u
 source scripts/gpu_env.sh
 SPEED="$WORK/speed"; RUNS="$WORK/runs"
 DEV="${DEVICE:-cuda}"; EPOCHS="${EPOCHS:-100}"; STEPS="${STEPS:-10}"; KS="${KS:-1 2 3 4 8}"
+BATCH="${BATCH:-128}"
 LIMIT="${LIMIT:-}"
 ACC="trainer.accelerator=$([ "$DEV" = cuda ] && echo gpu || echo cpu)"
 extra=(); [ -n "$LIMIT" ] && extra+=("data.limit=$LIMIT")
@@ -22,7 +23,8 @@ stamp "start: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2
 if [ "$(left)" -gt 120 ]; then
   # shellcheck disable=SC2086
   timeout $(( $(left) - 60 )) $PY -m bench.commands.speed packed $KS --device "$DEV" \
-    --packed-models bccnn resnet18_28 resnet50_28 cnn3d --steps "$STEPS" --out "$SPEED" \
+    --packed-models bccnn resnet18_28 resnet50_28 cnn3d --steps "$STEPS" --batch "$BATCH" \
+    --out "$SPEED" \
     > "$WORK/packed.log" 2>&1
   stamp "packed table (exit $?)"
 fi

@@ -498,9 +498,10 @@ def packed_seeds(args) -> int:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    path = out / "packed.csv"
-    table = write_replacing(path, pd.DataFrame(rows), ["model", "implementation"])
-    (out / "packed.md").write_text(packed_markdown(table))
+        # after each model: a call cut short by its time limit keeps what it measured
+        path = out / "packed.csv"
+        table = write_replacing(path, pd.DataFrame(rows), ["model", "implementation"])
+        (out / "packed.md").write_text(packed_markdown(table))
     print(f"wrote {path} and {out / 'packed.md'}")
     return 0
 
