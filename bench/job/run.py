@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from bench.console import install_noise_filters, print_run_summary
 from bench.costs import gmacs, param_counts
 from bench.errors import BenchError, Terminated, one_line
-from bench.job.build import RunContext, build_job
-from bench.job.execute import execute
+from bench.job.build import Job, RunContext, build_job
+from bench.job.execute import Outcome, execute
 from bench.job.instantiate import instantiate_group
 from bench.job.persist import persist, persist_outputs
 from bench.job.preflight import check_runs_dir, check_trainable
@@ -174,7 +174,7 @@ def run_job(
         finish_trackers(job.loggers)
 
 
-def describe_job(record: RunRecord, job) -> None:
+def describe_job(record: RunRecord, job: Job) -> None:
     """What the record says of a built job before it trains: data, scheme, size, cost."""
     record.spec = job.spec.to_dict()
     record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
@@ -189,7 +189,7 @@ def describe_job(record: RunRecord, job) -> None:
     record.notes = list(job.datamodule.notes)
 
 
-def record_outcome(record: RunRecord, job, outcome) -> None:
+def record_outcome(record: RunRecord, job: Job, outcome: Outcome) -> None:
     """Put what the job measured into the record and write the run folder's files."""
     record.val, record.test, record.test_last = outcome.val, outcome.test, outcome.test_last
     record.best_epoch, record.epochs_run = outcome.best_epoch, outcome.epochs_run
