@@ -219,6 +219,8 @@ class RankTest:
     note: str = ""
     friedman_p: float | None = None
     statistic: float | None = None
+    # the smallest p Friedman's test can give at this many datasets and models
+    min_p: float | None = None
     ranks: pd.Series = field(default_factory=pd.Series)
     nemenyi: pd.DataFrame = field(default_factory=pd.DataFrame)
     matrix: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -252,6 +254,7 @@ def friedman_nemenyi(
         )
         return out
     floor = friedman_min_p(n, k)
+    out.min_p = floor
     if floor >= alpha and not always:
         out.note = (
             f"Friedman not run: with {n} datasets x {k} models the smallest possible p is "

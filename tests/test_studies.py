@@ -117,6 +117,10 @@ def test_cross_page_mean_ranks_friedman_and_cd_diagram_by_hand(tmp_path):
     _, p = friedmanchisquare([0.9, 0.8, 0.7], [0.8, 0.75, 0.72], [0.7, 0.6, 0.5])
     page = (tmp_path / "README.md").read_text()
     assert f"p = {p:.4f}" in page
+    # the test's figures are a CSV too, so the page quotes no figure of its own
+    friedman = pd.read_csv(tmp_path / "friedman.csv").iloc[0]
+    assert friedman["p"] == pytest.approx(p, rel=1e-5) and friedman["n_datasets"] == 3
+    assert friedman["min_possible_p"] == pytest.approx(friedman_min_p(3, 3), rel=1e-5)
     assert friedman_min_p(3, 3) < 0.05 and "no difference can be significant" not in page
     assert (tmp_path / "cd_diagram.png") in written and "![critical-difference" in page
     assert (

@@ -213,6 +213,22 @@ def publish_cross(results_dir: Path, command: str, rank_test: bool = True) -> li
         nemenyi = results_dir / "nemenyi.csv"
         atomic_write_text(nemenyi, tables.test.nemenyi.to_csv(float_format="%.4g"))
         written.append(nemenyi)
+        # the test's own figures, so the page quotes a CSV for them too
+        t = tables.test
+        friedman = pd.DataFrame(
+            [
+                {
+                    "metric": t.metric,
+                    "n_datasets": t.matrix.shape[0],
+                    "n_models": t.matrix.shape[1],
+                    "models": ";".join(t.matrix.columns),
+                    "chi2": t.statistic,
+                    "p": t.friedman_p,
+                    "min_possible_p": t.min_p,
+                }
+            ]
+        )
+        written.append(write_csv(results_dir / "friedman.csv", friedman))
         png = cd_diagram(tables.test, results_dir / "cd_diagram.png")
     if png:
         written.append(png)
