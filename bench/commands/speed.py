@@ -21,6 +21,8 @@ EXAMPLES = """examples:
   bench-speed protocol retinamnist --model paper_resnet18 --seeds 0 1 2
   bench-speed aggregate results/speed/speed_reps.csv
   bench-speed packed 1 2 3 4 8 --packed-models bccnn resnet18_28   # results/speed/packed.csv
+  bench-speed packed 1 2 3 --implementations vmap grouped --device cuda --out results/speed/gpu
+  bench-speed project medmnist2d --rates-from rates.jsonl --packed-seeds-from packed.csv
   bench-speed eta pneumoniamnist:resnet50 adrenalmnist3d:resnet18_3d --out results/eta"""
 
 
