@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from bench.callbacks import fit_validation_score
+from bench.callbacks import SaveClock, fit_validation_score
 from bench.io import atomic_save
 
 log = logging.getLogger(__name__)
@@ -49,12 +48,11 @@ class BestAndResume(L.Callback):
             raise ValueError(f"keep_on must be auto, device or cpu, got {keep_on!r}")
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
-        self.every_s = max(0.0, float(every_minutes) * 60)
+        self.clock = SaveClock(every_minutes)
         self.keep_on = keep_on
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
-        self._last_save = time.monotonic()
         self.saved_epochs: list[int] = []
 
     @property
@@ -91,8 +89,7 @@ class BestAndResume(L.Callback):
         if self._improved(score):
             self.best_score, self.best_epoch = score, trainer.current_epoch
             self._copy_best(pl_module.model)
-        due = time.monotonic() - self._last_save >= self.every_s
-        if due and not trainer.fast_dev_run:
+        if self.clock.due(trainer):
             self.save_resume(trainer)
 
     def save_resume(self, trainer: L.Trainer) -> Path:
@@ -102,7 +99,7 @@ class BestAndResume(L.Callback):
         if trainer.is_global_zero:
             atomic_save(path, lambda f: torch.save(checkpoint, f))
         trainer.strategy.barrier("medbench_resume_checkpoint")
-        self._last_save = time.monotonic()
+        self.clock.restart()
         self.saved_epochs.append(trainer.current_epoch)
         return path
 
@@ -123,7 +120,7 @@ class BestAndResume(L.Callback):
         if self.best_state is not None and self.keep_on != "cpu":
             device = pl_module.device
             self.best_state = {k: v.to(device) for k, v in self.best_state.items()}
-        self._last_save = time.monotonic()
+        self.clock.restart()
 
     # -- the end ---------------------------------------------------------------------------------
     def load_best_into(self, model: torch.nn.Module) -> bool:

@@ -86,19 +86,11 @@ def resolve_class_weights(value, datamodule: InMemoryDataModule) -> list[float] 
     return weights
 
 
-def _callbacks(
-    cfg: DictConfig, task: BaseTask, run_dir: Path
-) -> tuple[list, BestAndResume, ThroughputTimer, bool]:
-    ckpt_cfg = cfg.get("checkpoint") or {}
-    checkpoint = BestAndResume(
-        dirpath=run_dir / "checkpoints",
-        monitor=task.monitor,
-        mode=task.monitor_mode,
-        every_minutes=ckpt_cfg.get("every_minutes", 5.0),
-        keep_on=ckpt_cfg.get("keep_best_on", "auto"),
-    )
-    timer = ThroughputTimer()
-    callbacks: list = [checkpoint, timer]
+def harness_callbacks(cfg: DictConfig, monitor: str) -> tuple[list, bool]:
+    """The callbacks every fit has, whatever it trains: the per-epoch reseed, the user's
+    callbacks, a progress bar or one line per epoch, and an Optuna trial's pruning. Returns
+    them and whether a progress bar is shown."""
+    callbacks: list = []
     if cfg.seed is not None:
         callbacks.append(EpochSeed(int(cfg.seed)))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -116,11 +108,30 @@ def _callbacks(
                 search.storage,
                 search.study_name,
                 int(search.trial_number),
-                task.monitor,
+                monitor,
                 search.get("pruner", "median"),
             )
         )
-    return callbacks, checkpoint, timer, bool(bar)
+    return callbacks, bool(bar)
+
+
+def build_trainer(
+    cfg: DictConfig, callbacks: list, bar: bool, datamodule: InMemoryDataModule, loggers=None
+) -> L.Trainer:
+    """The run's Trainer from ``cfg.trainer``; checkpoints are the harness's own."""
+    # Lightning warns when an epoch has fewer batches than the logging interval
+    n_batches = max(1, math.ceil(datamodule.n_train / max(1, datamodule.batch_size)))
+    log_every = max(1, min(int(cfg.trainer.get("log_every_n_steps") or 50), n_batches))
+    return instantiate_group(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=cfg.paths.output_dir,
+        enable_checkpointing=False,
+        enable_progress_bar=bar,
+        log_every_n_steps=log_every,
+    )
 
 
 def build_job(
@@ -143,7 +154,16 @@ def build_job(
     if spec.kind == "segmentation":  # whole-image inference needs the training patch size
         task_cfg["patch_size"] = datamodule.patch_size
     task = build_task(model, spec, tta=(cfg.get("eval") or {}).get("tta", "none"), **task_cfg)
-    callbacks, checkpoint, timer, bar = _callbacks(cfg, task, run_dir)
+    ckpt_cfg = cfg.get("checkpoint") or {}
+    checkpoint = BestAndResume(
+        dirpath=run_dir / "checkpoints",
+        monitor=task.monitor,
+        mode=task.monitor_mode,
+        every_minutes=ckpt_cfg.get("every_minutes", 5.0),
+        keep_on=ckpt_cfg.get("keep_best_on", "auto"),
+    )
+    timer = ThroughputTimer()
+    callbacks, bar = harness_callbacks(cfg, task.monitor)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(
         OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else {},
@@ -158,20 +178,7 @@ def build_job(
     for logger in loggers:
         if not is_wandb(logger):  # W&B got the config at init, nested
             logger.log_hyperparams(flatten(config))
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    # Lightning warns when an epoch has fewer batches than the logging interval
-    n_batches = max(1, math.ceil(datamodule.n_train / max(1, datamodule.batch_size)))
-    log_every = max(1, min(int(trainer_cfg.get("log_every_n_steps") or 50), n_batches))
-    trainer = instantiate_group(
-        cfg.trainer,
-        "trainer",
-        callbacks=callbacks,
-        logger=loggers or False,
-        default_root_dir=cfg.paths.output_dir,
-        enable_checkpointing=False,
-        enable_progress_bar=bar,
-        log_every_n_steps=log_every,
-    )
+    trainer = build_trainer(cfg, [checkpoint, timer, *callbacks], bar, datamodule, loggers)
     return Job(
         cfg=cfg,
         datamodule=datamodule,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError
+from bench.job.lifecycle import not_started
 from bench.job.packed import pack_size, train_packed
-from bench.job.run import not_started, train_one
+from bench.job.run import train_one
 from bench.sweep import JobOutcome
 
 

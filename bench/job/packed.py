@@ -12,39 +12,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
-import traceback
 
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bench.checkpointing import RESUME_FILE
-from bench.console import EpochLines, install_noise_filters, is_terminal, print_run_summary
-from bench.errors import BenchError, ConfigError, Terminated, one_line
+from bench.errors import ConfigError
 from bench.io import atomic_save
-from bench.job.build import Job, build_job
+from bench.job.build import Job, build_job, build_trainer, harness_callbacks
 from bench.job.execute import evaluate, fit_module, measured_outcome
-from bench.job.instantiate import instantiate_group
-from bench.job.packed_checkpoints import PackedResume, join, read_member_checkpoints
-from bench.job.run import (
-    describe_job,
-    finish_checkpoints,
-    new_record,
+from bench.job.lifecycle import (
+    DONE,
+    busy,
+    checked,
+    close_record,
+    done_record,
+    ending_of,
+    locate,
     not_started,
-    preflight,
+    open_record,
     readable_checkpoint,
-    record_outcome,
-    root_cause,
     run_context,
-    set_threads,
-    train_one,
+    setup_process,
+    skipped,
+    stop_if_interrupted,
 )
+from bench.job.packed_checkpoints import PackedResume, join, read_member_checkpoints
+from bench.job.run import describe_job, record_outcome, train_one
 from bench.models.packed import packable
-from bench.records import RunRecord, RunStore, compute_run_id, now_iso
-from bench.sweep import JobOutcome, report_job
+from bench.records import RunRecord, RunStore
+from bench.sweep import JobOutcome
 from bench.tasks.packed import PackedTask
 from bench.timing import ThroughputTimer
 from bench.tracking import finish_trackers
@@ -132,7 +130,7 @@ class _Member:
 
     def __init__(self, cfg: DictConfig, cfg_dict: dict, datamodule, store: RunStore) -> None:
         self.cfg, self.cfg_dict, self.datamodule = cfg, cfg_dict, datamodule
-        self.run_id = compute_run_id(cfg_dict)
+        self.run_id, self.done_elsewhere = locate(store, cfg_dict, bool(cfg.get("force")))
         self.run_dir = store.run_dir(self.run_id)
         self.record: RunRecord | None = None
         self.job: Job | None = None
@@ -143,18 +141,10 @@ def _one_by_one(cfgs: list[DictConfig], member_nums: list[int]) -> JobOutcome:
     return outcomes[0]
 
 
-def _done(store: RunStore, m: _Member) -> RunRecord | None:
-    previous = store.read(m.run_id)
-    if previous is not None:
-        return previous if previous.done else None
-    return store.find_same(m.cfg_dict)[0]
-
-
 def train_packed(cfg: DictConfig) -> JobOutcome:
     """Train seeds ``cfg.seed .. cfg.seed+K-1`` of ``cfg`` as one packed network; write one
     record per seed. Returns the first member's outcome (each member's is reported)."""
-    install_noise_filters()
-    set_threads(cfg)
+    setup_process(cfg)
     k = pack_size(cfg)
     if cfg.seed is None:
         error = ConfigError("execution.pack_seeds needs seed=N (the first seed of the pack)")
@@ -167,43 +157,60 @@ def train_packed(cfg: DictConfig) -> JobOutcome:
         return _one_by_one(cfgs, list(range(k)))
 
     store = RunStore(cfg.paths.runs_dir)
+    force = bool(cfg.get("force"))
     members: list[_Member] = []
     for i, c in enumerate(cfgs):
-        cfg_dict = OmegaConf.to_container(c, resolve=True)
-        try:
-            datamodule = preflight(c, cfg_dict)
-        except Exception as e:
-            cause = root_cause(e)
-            if not isinstance(cause, BenchError):
-                raise
-            return not_started(cfg_dict, cause, member=i)
-        members.append(_Member(c, cfg_dict, datamodule, store))
+        prepared = checked(c, member=i)
+        if isinstance(prepared, JobOutcome):
+            return prepared
+        members.append(_Member(c, *prepared, store))
     first: JobOutcome | None = None
     todo = []
     for i, m in enumerate(members):
-        done = None if cfg.get("force") else _done(store, m)
+        done = done_record(store, m.run_id, m.done_elsewhere, force)
         if done is None:
             todo.append((i, m))
-            continue
-        log.info("skip %s: already done as %s (+force=true to rerun)", m.run_id, done.run_id)
-        outcome = JobOutcome("skipped", m.run_id, record_path=str(done.path) if done.path else None)
-        report_job(outcome, member=i)
-        first = first or outcome
+        else:
+            first = first or skipped(m.run_id, done, member=i)
     if len(todo) < 2:
         outcomes = [train_one(m.cfg, m.datamodule, member=i) for i, m in todo]
         return first or outcomes[0]
     with contextlib.ExitStack() as claims:
         claimed = []
         for i, m in todo:
-            if claims.enter_context(store.claim(m.run_id)):
-                claimed.append((i, m))
+            if not claims.enter_context(store.claim(m.run_id)):
+                busy(m.run_id, member=i)
+            elif (done := done_record(store, m.run_id, m.done_elsewhere, force)) is not None:
+                first = first or skipped(m.run_id, done, member=i)  # finished meanwhile
             else:
-                log.info("skip %s: another process is running it", m.run_id)
-                report_job(JobOutcome("skipped", m.run_id), member=i)
+                claimed.append((i, m))
         outcomes = _train_claimed(cfg, claimed, store) if len(claimed) >= 2 else None
     if outcomes is None:  # the claims are released: each member claims again, as one run
         outcomes = [train_one(m.cfg, m.datamodule, member=i) for i, m in claimed]
     return first or (outcomes[0] if outcomes else JobOutcome("skipped", members[0].run_id))
+
+
+def _resume_points(members: list[_Member], force: bool) -> list[dict] | None | bool:
+    """The members' resume checkpoints (all at one epoch), None to start afresh, or False when
+    they must run one at a time (a member's is missing, unreadable or at another epoch: each
+    then resumes alone, and the unpacked path sets a corrupt checkpoint aside)."""
+    lasts = [m.run_dir / "checkpoints" / RESUME_FILE for m in members]
+    seeds = [int(m.cfg.seed) for m in members]
+    if force or not any(p.exists() for p in lasts):
+        for m in members:  # starting afresh: stale checkpoints go
+            for f in (m.run_dir / "checkpoints").glob("*.ckpt"):
+                f.unlink()
+        return None
+    if not all(p.exists() and readable_checkpoint(p) for p in lasts):
+        log.info("seeds %s train one at a time: not every member has a readable resume "
+                 "checkpoint", seeds)  # fmt: skip
+        return False
+    checkpoints = read_member_checkpoints([m.run_dir for m in members])
+    if len({(c.get("epoch"), c.get("global_step")) for c in checkpoints}) != 1:
+        log.info("seeds %s train one at a time: their resume checkpoints are at different "
+                 "epochs", seeds)  # fmt: skip
+        return False
+    return checkpoints
 
 
 def _train_claimed(
@@ -211,50 +218,44 @@ def _train_claimed(
 ) -> list[JobOutcome] | None:
     """Train the claimed members packed; None when they must run one at a time instead."""
     start = time.perf_counter()
-    nums = [i for i, _ in claimed]
     members = [m for _, m in claimed]
-    force = bool(cfg.get("force"))
     seeds = [int(m.cfg.seed) for m in members]
-    lasts = [m.run_dir / "checkpoints" / RESUME_FILE for m in members]
-    resume_from = None
-    if not force and any(p.exists() for p in lasts):
-        # each resumes alone (the unpacked path sets a corrupt checkpoint aside)
-        if not all(p.exists() and readable_checkpoint(p) for p in lasts):
-            log.info("seeds %s train one at a time: not every member has a readable resume "
-                     "checkpoint", seeds)  # fmt: skip
-            return None
-        resume_from = read_member_checkpoints([m.run_dir for m in members])
-        if len({(c.get("epoch"), c.get("global_step")) for c in resume_from}) != 1:
-            log.info("seeds %s train one at a time: their resume checkpoints are at different "
-                     "epochs", seeds)  # fmt: skip
-            return None
+    resume_from = _resume_points(members, bool(cfg.get("force")))
+    if resume_from is False:
+        return None
     for m in members:
-        ckpt_dir = m.run_dir / "checkpoints"
-        if resume_from is None and ckpt_dir.exists():
-            for f in ckpt_dir.glob("*.ckpt"):
-                f.unlink()
-        context, overrides = run_context(m.run_id)
-        m.job = build_job(m.cfg, m.run_dir, context, m.datamodule)
+        m.job = build_job(m.cfg, m.run_dir, run_context(m.run_id)[0], m.datamodule)
     reason = model_obstacle(members[0].job)
     if reason:
         log.info("seeds %s train one at a time: %s", seeds, reason)
         for m in members:
             finish_trackers(m.job.loggers)
         return None
-
+    packed = {"k": len(members), "seeds": seeds, "implementation": IMPLEMENTATION}
     for m in members:
-        context, overrides = run_context(m.run_id)
-        previous = store.read(m.run_id)
-        m.record = new_record(m.cfg, m.cfg_dict, m.run_id, overrides, context.group)
-        m.record.env.packed = {"k": len(members), "seeds": seeds, "implementation": IMPLEMENTATION}
-        if resume_from is not None:
-            m.record.resumed_from = str(m.run_dir / "checkpoints" / "last.ckpt")
-        if previous:
-            m.record.attempt = previous.attempt + 1
-        store.write(m.record)
+        resumed = str(m.run_dir / "checkpoints" / RESUME_FILE) if resume_from else None
+        m.record = open_record(m.cfg, m.cfg_dict, m.run_id, store, resumed, packed)
         log.info("run %s -> %s (packed, seed %d of %s)%s", m.run_id, m.run_dir, m.cfg.seed,
                  seeds, " (resuming)" if resume_from else "")  # fmt: skip
+    ending = DONE
+    try:
+        _fit_and_evaluate(cfg, members, resume_from)
+    except (Exception, KeyboardInterrupt) as e:  # every member's record says how it ended
+        ending = ending_of(e)
+    wall = time.perf_counter() - start
+    outcomes = []
+    for i, m in claimed:
+        try:
+            outcomes.append(close_record(m.record, store, cfg, ending, wall, member=i))
+        finally:
+            finish_trackers(m.job.loggers)
+    stop_if_interrupted(ending)
+    return outcomes
 
+
+def _fit_and_evaluate(cfg: DictConfig, members: list[_Member], resume_from: list | None) -> None:
+    """One fit of the pack, then each member evaluated and persisted by the unpacked path."""
+    seeds = [int(m.cfg.seed) for m in members]
     task = PackedTask([m.job.task for m in members], [m.datamodule for m in members], seeds)
     trainer, timer = _packed_trainer(cfg, task, members)
     resume_path = None
@@ -262,79 +263,24 @@ def _train_claimed(
         resume_path = members[0].run_dir / "checkpoints" / "packed-resume.ckpt"
         joined = join(resume_from, task)
         atomic_save(resume_path, lambda f: torch.save(joined, f))
-    status, error, tb = "done", None, None
-    interrupted = False
     try:
-        try:
-            segment = fit_module(trainer, task, str(resume_path) if resume_path else None)
-        finally:
-            if resume_path is not None:
-                resume_path.unlink(missing_ok=True)
-        train_time = timer.prior_fit_seconds + segment
-        for m, k in zip(members, range(len(members)), strict=True):
-            _evaluate_member(m, task, k, trainer, timer, train_time)
-    except Terminated as e:
-        interrupted, status, error = True, "interrupted", f"{e}; rerun the same command to resume"
-    except KeyboardInterrupt:
-        interrupted, status = True, "interrupted"
-        error = "interrupted by the user (Ctrl-C); rerun the same command to resume"
-    except Exception as e:
-        cause = root_cause(e)
-        status, error = "failed", one_line(cause)
-        if not isinstance(cause, BenchError):
-            tb = traceback.format_exc(limit=20)
-    outcomes = []
-    wall = time.perf_counter() - start
-    for i, m in zip(nums, members, strict=True):
-        rec = m.record
-        if rec.status == "running":  # not finished by _evaluate_member
-            rec.status, rec.error, rec.traceback = status, error, tb
-        rec.finished_at = now_iso()
-        earlier = rec.cost.wall_time_s or 0.0
-        rec.cost.wall_time_s = round(earlier + wall, 3)
-        store.write(rec)
-        if rec.status == "done":
-            finish_checkpoints(m.run_dir, (cfg.get("checkpoint") or {}).get("keep", "best"))
-            print_run_summary(rec, wall)
-        else:
-            log.error("run %s %s: %s", m.run_id, rec.status, rec.error)
-        finish_trackers(m.job.loggers)
-        metric = rec.test.get("auc")
-        outcome = JobOutcome(rec.status, m.run_id, "test_auc", metric, round(wall, 3),
-                             rec.error, str(rec.path) if rec.path else None)  # fmt: skip
-        if rec.status == "failed":
-            outcome.exit_code = 1
-        report_job(outcome, member=i)
-        outcomes.append(outcome)
-    if interrupted:
-        raise SystemExit(130)
-    return outcomes
+        segment = fit_module(trainer, task, str(resume_path) if resume_path else None)
+    finally:
+        if resume_path is not None:
+            resume_path.unlink(missing_ok=True)
+    train_time = timer.prior_fit_seconds + segment
+    for k, m in enumerate(members):
+        _evaluate_member(m, task, k, trainer, timer, train_time)
 
 
 def _packed_trainer(cfg: DictConfig, task: PackedTask, members: list[_Member]):
-    ckpt_cfg = cfg.get("checkpoint") or {}
+    """The pack's Trainer: the harness's callbacks of any fit (the first seed's epoch reseed,
+    progress, pruning) plus the pack's timer and per-member resume checkpoints."""
     timer = PackedThroughputTimer()
-    resume = PackedResume([m.run_dir for m in members], ckpt_cfg.get("every_minutes", 5.0))
-    callbacks: list = [timer, resume]
-    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    bar = cfg.trainer.get("enable_progress_bar", True) and is_terminal()
-    if bar and cfg.get("progress_refresh_steps"):
-        callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.progress_refresh_steps)))
-    if not bar:
-        callbacks.append(EpochLines())
-    dm = members[0].datamodule
-    n_batches = max(1, math.ceil(dm.n_train / max(1, dm.batch_size)))
-    log_every = max(1, min(int(cfg.trainer.get("log_every_n_steps") or 50), n_batches))
-    trainer = instantiate_group(
-        cfg.trainer,
-        "trainer",
-        callbacks=callbacks,
-        logger=False,
-        default_root_dir=cfg.paths.output_dir,
-        enable_checkpointing=False,
-        enable_progress_bar=bool(bar),
-        log_every_n_steps=log_every,
-    )
+    every = (cfg.get("checkpoint") or {}).get("every_minutes", 5.0)
+    resume = PackedResume([m.run_dir for m in members], every)
+    callbacks, bar = harness_callbacks(cfg, task.monitor)
+    trainer = build_trainer(cfg, [timer, resume, *callbacks], bar, members[0].datamodule)
     return trainer, timer
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from bench.callbacks import SaveClock
 from bench.checkpointing import RESUME_FILE
 from bench.errors import BenchError
 from bench.io import atomic_save
@@ -147,22 +148,17 @@ class PackedResume(L.Callback):
     ordinary ``last.ckpt`` into its own run folder (atomically)."""
 
     def __init__(self, run_dirs: list[Path], every_minutes: float = 5.0) -> None:
-        import time
-
         self.run_dirs = [Path(d) for d in run_dirs]
-        self.every_s = max(0.0, float(every_minutes) * 60)
-        self._clock = time.monotonic
-        self._last_save = self._clock()
+        self.clock = SaveClock(every_minutes)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_save = self._clock()
+        self.clock.restart()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit" or trainer.fast_dev_run:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        if self._clock() - self._last_save < self.every_s:
-            return
-        self.save(trainer, pl_module)
+        if self.clock.due(trainer):
+            self.save(trainer, pl_module)
 
     def save(self, trainer: L.Trainer, pl_module: PackedTask) -> list[Path]:
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
@@ -171,5 +167,5 @@ class PackedResume(L.Callback):
             path = run_dir / "checkpoints" / RESUME_FILE
             atomic_save(path, lambda f, m=member: torch.save(m, f))
             paths.append(path)
-        self._last_save = self._clock()
+        self.clock.restart()
         return paths

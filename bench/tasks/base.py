@@ -16,6 +16,7 @@ from torch import nn
 from bench.errors import NonFiniteLossError
 from bench.models.transfer import classifier_module_name
 from bench.spec import DataSpec
+from bench.tasks.schedules import optimizer_and_schedule
 from bench.tasks.tta import TTA_MODES, tta_logits
 
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune")
@@ -122,15 +123,9 @@ class BaseTask(L.LightningModule):
                 },
                 {"params": [p for p in params if id(p) in head_ids]},
             ]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs > 0 else 1
-        scheduler = self.scheduler_factory(optimizer, max_epochs=max_epochs)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return optimizer_and_schedule(
+            self.optimizer_factory, self.scheduler_factory, params, self.trainer.max_epochs
+        )
 
     def on_train_start(self) -> None:
         # the device-side finite-loss flag is read when Lightning logs anyway

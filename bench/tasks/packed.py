@@ -19,17 +19,11 @@ import lightning as L
 import torch
 from torch import nn
 
+from bench.callbacks import epoch_seed
 from bench.data.base import as_trainer_dtype
 from bench.models.packed import PackedNetwork
 from bench.tasks.base import BaseTask, FiniteLossGuard
-
-# torch's RNG seed of a member's epoch: the formula of bench.callbacks.EpochSeed, so a member's
-# augmentation draws are the bits its unpacked run draws (when nothing else uses the RNG)
-EPOCH_SEED_STRIDE = 1_000_003
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * EPOCH_SEED_STRIDE + epoch
+from bench.tasks.schedules import optimizer_and_schedule
 
 
 @contextlib.contextmanager
@@ -111,15 +105,12 @@ class PackedTask(L.LightningModule):
 
     # -- training ------------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(list(self.net.parameters()))
-        if self.scheduler_factory is None:
-            return optimizer
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs > 0 else 1
-        scheduler = self.scheduler_factory(optimizer, max_epochs=max_epochs)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return optimizer_and_schedule(
+            self.optimizer_factory,
+            self.scheduler_factory,
+            list(self.net.parameters()),
+            self.trainer.max_epochs,
+        )
 
     def on_fit_start(self) -> None:
         for task in self.members:  # class weights and metric buffers next to the data
@@ -130,8 +121,9 @@ class PackedTask(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         epoch = self.current_epoch
-        # dropout of all members draws from the packed stream (the first seed's, per epoch)
-        torch.manual_seed(epoch_seed(self.seeds[0], epoch))
+        # dropout of all members draws from the packed stream, which EpochSeed reseeded from
+        # the first seed; each member's augmentation from its own seed's epoch stream (the bits
+        # its unpacked run draws when nothing else uses the RNG)
         self._rng = []
         for s in self.seeds:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
