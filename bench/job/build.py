@@ -86,6 +86,12 @@ def resolve_class_weights(value, datamodule: InMemoryDataModule) -> list[float] 
     return weights
 
 
+def seed_run(cfg: DictConfig) -> None:
+    """Seed Python, NumPy and torch (and data workers) from ``seed``; null leaves them be."""
+    if cfg.seed is not None:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+
 def harness_callbacks(cfg: DictConfig, monitor: str) -> tuple[list, bool]:
     """The callbacks every fit has, whatever it trains: the per-epoch reseed, the user's
     callbacks, a progress bar or one line per epoch, and an Optuna trial's pruning. Returns
@@ -142,8 +148,7 @@ def build_job(
 ) -> Job:
     """Compose the run's parts (``datamodule``: the one the pre-run checks built); nothing is
     trained yet."""
-    if cfg.seed is not None:
-        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    seed_run(cfg)
     if datamodule is None:
         datamodule = instantiate_group(cfg.data, "data")
     spec = datamodule.spec

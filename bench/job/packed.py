@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -39,7 +40,7 @@ from bench.job.lifecycle import (
     stop_if_interrupted,
 )
 from bench.job.packed_checkpoints import PackedResume, join, read_member_checkpoints
-from bench.job.run import describe_job, record_outcome, train_one
+from bench.job.persist import describe_job, record_outcome
 from bench.models.packed import packable
 from bench.records import RunRecord, RunStore
 from bench.sweep import JobOutcome
@@ -136,58 +137,67 @@ class _Member:
         self.job: Job | None = None
 
 
-def _one_by_one(cfgs: list[DictConfig], member_nums: list[int]) -> JobOutcome:
-    outcomes = [train_one(c, member=m) for c, m in zip(cfgs, member_nums, strict=True)]
-    return outcomes[0]
+@dataclass
+class PackResult:
+    """What a pack did: ``outcomes`` by member number (skipped, not started, or trained
+    packed), and the members left to train one at a time (``singles``: member number, config,
+    its datamodule when built) by the caller, with one log line saying why."""
+
+    outcomes: dict[int, JobOutcome] = field(default_factory=dict)
+    singles: list[tuple[int, DictConfig, object]] = field(default_factory=list)
 
 
-def train_packed(cfg: DictConfig) -> JobOutcome:
+def train_packed(cfg: DictConfig) -> PackResult:
     """Train seeds ``cfg.seed .. cfg.seed+K-1`` of ``cfg`` as one packed network; write one
-    record per seed. Returns the first member's outcome (each member's is reported)."""
+    record per seed (each member's outcome is reported to the sweep)."""
     setup_process(cfg)
     k = pack_size(cfg)
+    result = PackResult()
     if cfg.seed is None:
         error = ConfigError("execution.pack_seeds needs seed=N (the first seed of the pack)")
-        return not_started(OmegaConf.to_container(cfg, resolve=True), error)
+        result.outcomes[0] = not_started(OmegaConf.to_container(cfg, resolve=True), error)
+        return result
     seeds = [int(cfg.seed) + i for i in range(k)]
     cfgs = [member_config(cfg, s) for s in seeds]
     reason = config_obstacle(cfg)
     if reason:
         log.info("execution.pack_seeds=%d: seeds %s train one at a time: %s", k, seeds, reason)
-        return _one_by_one(cfgs, list(range(k)))
-
+        result.singles = [(i, c, None) for i, c in enumerate(cfgs)]
+        return result
     store = RunStore(cfg.paths.runs_dir)
     force = bool(cfg.get("force"))
     members: list[_Member] = []
     for i, c in enumerate(cfgs):
         prepared = checked(c, member=i)
         if isinstance(prepared, JobOutcome):
-            return prepared
+            result.outcomes[i] = prepared
+            return result
         members.append(_Member(c, *prepared, store))
-    first: JobOutcome | None = None
     todo = []
     for i, m in enumerate(members):
         done = done_record(store, m.run_id, m.done_elsewhere, force)
         if done is None:
             todo.append((i, m))
         else:
-            first = first or skipped(m.run_id, done, member=i)
-    if len(todo) < 2:
-        outcomes = [train_one(m.cfg, m.datamodule, member=i) for i, m in todo]
-        return first or outcomes[0]
+            result.outcomes[i] = skipped(m.run_id, done, member=i)
+    if len(todo) < 2:  # a lone remaining seed trains unpacked
+        result.singles = [(i, m.cfg, m.datamodule) for i, m in todo]
+        return result
     with contextlib.ExitStack() as claims:
         claimed = []
         for i, m in todo:
             if not claims.enter_context(store.claim(m.run_id)):
-                busy(m.run_id, member=i)
+                result.outcomes[i] = busy(m.run_id, member=i)
             elif (done := done_record(store, m.run_id, m.done_elsewhere, force)) is not None:
-                first = first or skipped(m.run_id, done, member=i)  # finished meanwhile
+                result.outcomes[i] = skipped(m.run_id, done, member=i)  # finished meanwhile
             else:
                 claimed.append((i, m))
-        outcomes = _train_claimed(cfg, claimed, store) if len(claimed) >= 2 else None
-    if outcomes is None:  # the claims are released: each member claims again, as one run
-        outcomes = [train_one(m.cfg, m.datamodule, member=i) for i, m in claimed]
-    return first or (outcomes[0] if outcomes else JobOutcome("skipped", members[0].run_id))
+        trained = _train_claimed(cfg, claimed, store) if len(claimed) >= 2 else None
+    if trained is None:  # the claims are released: each member claims again, as one run
+        result.singles = [(i, m.cfg, m.datamodule) for i, m in claimed]
+    else:
+        result.outcomes.update(trained)
+    return result
 
 
 def _resume_points(members: list[_Member], force: bool) -> list[dict] | None | bool:
@@ -215,7 +225,7 @@ def _resume_points(members: list[_Member], force: bool) -> list[dict] | None | b
 
 def _train_claimed(
     cfg: DictConfig, claimed: list[tuple[int, _Member]], store: RunStore
-) -> list[JobOutcome] | None:
+) -> dict[int, JobOutcome] | None:
     """Train the claimed members packed; None when they must run one at a time instead."""
     start = time.perf_counter()
     members = [m for _, m in claimed]
@@ -243,10 +253,10 @@ def _train_claimed(
     except (Exception, KeyboardInterrupt) as e:  # every member's record says how it ended
         ending = ending_of(e)
     wall = time.perf_counter() - start
-    outcomes = []
+    outcomes = {}
     for i, m in claimed:
         try:
-            outcomes.append(close_record(m.record, store, cfg, ending, wall, member=i))
+            outcomes[i] = close_record(m.record, store, cfg, ending, wall, member=i)
         finally:
             finish_trackers(m.job.loggers)
     stop_if_interrupted(ending)

@@ -10,11 +10,12 @@ import torch
 
 from bench.confidence.calibration import confidence_and_correct, temperature_scale
 from bench.confidence.selective import aurc
+from bench.costs import gmacs, param_counts
 from bench.io import atomic_save
 from bench.job.build import Job
 from bench.job.execute import Outcome
 from bench.metrics import dice_iou_from_overlaps, per_class_table
-from bench.records import RunRecord
+from bench.records import Cost, RunRecord
 from bench.tracking import log_run_summary
 
 N_SAMPLES = 16  # sample predictions shown in W&B
@@ -175,3 +176,29 @@ def persist(job: Job, outcome: Outcome, record: RunRecord) -> None:
             predictions=test_preds,
             samples=samples,
         )
+
+
+def describe_job(record: RunRecord, job: Job) -> None:
+    """What the record says of a built job before it trains: data, scheme, size, cost."""
+    record.spec = job.spec.to_dict()
+    record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
+    record.scheme = job.info.scheme
+    record.cv = job.datamodule.cv_info
+    record.split_sizes = {k: len(x) for k, (x, _) in job.datamodule.prepared_splits().items()}
+    record.cost = Cost(
+        **param_counts(job.model),
+        gmacs=gmacs(job.model, job.spec),
+        input_size=list(job.spec.input_size),
+    )
+    record.notes = list(job.datamodule.notes)
+
+
+def record_outcome(record: RunRecord, job: Job, outcome: Outcome) -> None:
+    """Put what the job measured into the record and write the run folder's files."""
+    record.val, record.test, record.test_last = outcome.val, outcome.test, outcome.test_last
+    record.best_epoch, record.epochs_run = outcome.best_epoch, outcome.epochs_run
+    for k, v in outcome.cost.items():
+        setattr(record.cost, k, v)
+    record.env.device = outcome.device
+    record.cv = job.datamodule.cv_info
+    persist(job, outcome, record)

@@ -12,12 +12,10 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
-from bench.costs import gmacs, param_counts
-from bench.job.build import Job, build_job
-from bench.job.execute import Outcome, execute
+from bench.job.build import build_job, seed_run
+from bench.job.execute import execute
 from bench.job.lifecycle import (
     DONE,
     busy,
@@ -33,9 +31,9 @@ from bench.job.lifecycle import (
     skipped,
     stop_if_interrupted,
 )
-from bench.job.persist import persist, persist_outputs
+from bench.job.persist import describe_job, persist_outputs, record_outcome
 from bench.job.probe import run_probe
-from bench.records import Cost, RunRecord, RunStore
+from bench.records import RunRecord, RunStore
 from bench.spec import DataSpec
 from bench.sweep import JobOutcome
 from bench.tracking import finish_trackers
@@ -57,8 +55,7 @@ def run_job(
     """Build, fit, evaluate and persist; fill ``record`` with what was measured."""
 
     if (cfg.get("probe") or {}).get("kind"):  # frozen features: no Lightning training
-        if cfg.seed is not None:
-            torch.manual_seed(int(cfg.seed))
+        seed_run(cfg)
         outputs = run_probe(cfg, record)
         persist_outputs(run_dir, DataSpec.from_dict(record.spec), outputs, record)
         return
@@ -70,32 +67,6 @@ def run_job(
         record_outcome(record, job, outcome)
     finally:
         finish_trackers(job.loggers)
-
-
-def describe_job(record: RunRecord, job: Job) -> None:
-    """What the record says of a built job before it trains: data, scheme, size, cost."""
-    record.spec = job.spec.to_dict()
-    record.dataset, record.task, record.kind = job.spec.name, job.spec.task, job.spec.kind
-    record.scheme = job.info.scheme
-    record.cv = job.datamodule.cv_info
-    record.split_sizes = {k: len(x) for k, (x, _) in job.datamodule.prepared_splits().items()}
-    record.cost = Cost(
-        **param_counts(job.model),
-        gmacs=gmacs(job.model, job.spec),
-        input_size=list(job.spec.input_size),
-    )
-    record.notes = list(job.datamodule.notes)
-
-
-def record_outcome(record: RunRecord, job: Job, outcome: Outcome) -> None:
-    """Put what the job measured into the record and write the run folder's files."""
-    record.val, record.test, record.test_last = outcome.val, outcome.test, outcome.test_last
-    record.best_epoch, record.epochs_run = outcome.best_epoch, outcome.epochs_run
-    for k, v in outcome.cost.items():
-        setattr(record.cost, k, v)
-    record.env.device = outcome.device
-    record.cv = job.datamodule.cv_info
-    persist(job, outcome, record)
 
 
 def train_one(cfg: DictConfig, datamodule=None, member: int | None = None) -> JobOutcome:
