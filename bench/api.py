@@ -16,17 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from bench.board import BOOTSTRAP_RESAMPLES, board_from_records
-from bench.board.cli import printed_table, select_records
+from bench.board.select import printed_table, select_records
 from bench.errors import BenchError, ConfigError
 from bench.finished import Run, load_run
 from bench.job.entry import train as train_config
-from bench.paths import conf_dir
+from bench.job.instantiate import compose_train
 from bench.records import RunRecord, RunStore, load_record
 
 __all__ = ["Run", "leaderboard", "load_run", "train"]
@@ -34,23 +30,7 @@ __all__ = ["Run", "leaderboard", "load_run", "train"]
 
 def train(overrides: list[str] | None = None, output_dir: str | Path = "outputs/api") -> RunRecord:
     """Compose and run one configuration; returns its record (raises for a user mistake)."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides or []), return_hydra_config=True)
-    except Exception as e:  # Hydra's composition errors: the same one line as bench-train
-        from bench.job.instantiate import composition_error
-
-        mistake = composition_error(e)
-        if mistake is None:
-            raise
-        raise mistake from None
-    finally:
-        GlobalHydra.instance().clear()
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg.hydra
+    cfg = compose_train(overrides, paths={"output_dir": str(output_dir)})
     outcome = train_config(cfg)
     if outcome.record_path is None:
         raise ConfigError(outcome.error or "the run did not start")

@@ -24,11 +24,9 @@ import torch
 
 from bench.callbacks import SaveClock, fit_validation_score
 from bench.io import atomic_save
+from bench.records import BEST_FILE, RESUME_FILE
 
 log = logging.getLogger(__name__)
-
-RESUME_FILE = "last.ckpt"
-BEST_FILE = "best.ckpt"
 
 
 class BestAndResume(L.Callback):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -25,7 +24,7 @@ from bench.data.fingerprint import files_fingerprint, npz_fingerprint
 from bench.data.folder import IMAGE_SUFFIXES, list_classes
 from bench.data.npz import SPLITS, open_npz
 from bench.errors import DatasetNotFoundError
-from bench.paths import conf_dir
+from bench.job.instantiate import compose_train
 
 
 @dataclass
@@ -188,8 +187,7 @@ def check_folder(root: Path) -> DataReport:
 
 def check_config(overrides: list[str]) -> DataReport:
     """A data config as bench-train composes it (``data=... data.root=...``)."""
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(overrides)
     dm = instantiate(cfg.data)
     spec = dm.base_spec()
     report = DataReport(f"{spec.name} ({' '.join(overrides)})", dm.fingerprint())

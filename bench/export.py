@@ -25,6 +25,7 @@ from bench.board.reference import run_protocol
 from bench.console import install_noise_filters
 from bench.errors import ConfigError
 from bench.finished import Run, load_run
+from bench.toolkit import BOOTSTRAP_RESAMPLES
 
 TOLERANCE = 1e-4
 
@@ -170,7 +171,7 @@ def _fmt(v) -> str:
 def model_card(record, meta: dict) -> str:
     """Data, protocol, metrics with CIs, calibration and robustness of the exported run."""
 
-    board = board_from_records([record], n_boot=1000).table
+    board = board_from_records([record], n_boot=BOOTSTRAP_RESAMPLES).table
     row = board.iloc[0] if len(board) else {}
     proto = run_protocol(record)
     cal = record.evaluations.get("calibration") or {}

@@ -23,10 +23,9 @@ import torch
 from bench.errors import ConfigError
 from bench.metrics import scores_from_logits
 from bench.models.transfer import read_state_dict
-from bench.records import RunRecord, load_record
+from bench.records import RECORD_FILE, RunFiles, RunRecord, load_record
 from bench.spec import DataSpec
 
-BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +42,7 @@ def load_finished_record(run_dir: str | Path) -> RunRecord:
 
 def best_checkpoint(run_dir: str | Path) -> Path:
     """``<run_dir>/checkpoints/best.ckpt``, or a one-line error when the run kept none."""
-    path = Path(run_dir) / BEST_CHECKPOINT
+    path = RunFiles(Path(run_dir)).best
     if not path.exists():
         raise ConfigError(
             f"{path} is missing (the run kept no checkpoint); rerun it with checkpoint.keep=best"
@@ -182,6 +181,6 @@ class Run:
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """The finished run in ``path`` (a run folder or its record.json)."""
     path = Path(path)
-    if path.name == "record.json":
+    if path.name == RECORD_FILE:
         path = path.parent
     return Run(load_finished_record(path), device)

@@ -1,4 +1,4 @@
-"""Where the package's own files are: the Hydra configs and the reference tables.
+"""Where things are: the package's own files (Hydra configs, reference tables) and the data folder.
 
 In a wheel they are package data (``bench/conf``, ``bench/reference``, mapped from the
 repository's top-level ``conf/`` and ``results/reference/`` by ``setup.py``); in a checkout or an
@@ -7,6 +7,7 @@ editable install they are read from the repository itself.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -22,3 +23,17 @@ def reference_dir() -> Path:
     """The folder of the published reference tables (``medmnist_v2.csv``)."""
     packaged = PACKAGE_DIR / "reference"
     return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "results" / "reference"
+
+
+DATA_DIR_ENV = "MEDBENCH_DATA_DIR"
+
+
+def data_dir() -> Path:
+    """The data folder: ``$MEDBENCH_DATA_DIR``, else ``data`` (``paths.data_dir`` in the config
+    reads the same variable with the same default)."""
+    return Path(os.environ.get(DATA_DIR_ENV, "data"))
+
+
+def medmnist_dir() -> Path:
+    """Where MedMNIST's npz files are read from and downloaded to: ``<data folder>/medmnist``."""
+    return data_dir() / "medmnist"

@@ -31,6 +31,7 @@ from bench.errors import ConfigError, CorruptFileError, DataFormatError, Dataset
 from bench.finished import Run, load_finished_record, load_run
 from bench.io import atomic_write_text
 from bench.metrics import hard_predictions, scores_from_logits
+from bench.records import RunFiles
 from bench.spec import DataSpec
 from bench.stats import read_predictions
 from bench.toolkit import resolve_device
@@ -189,7 +190,7 @@ def stored_spec(run: Run) -> DataSpec:
 
 def abstain_threshold(record, task: str, coverage: float, temperature: float | None) -> float:
     """Confidence threshold that keeps ``coverage`` of the run's validation images."""
-    path = Path(record.dir) / "predictions_val.csv"
+    path = RunFiles(Path(record.dir)).predictions("val")
     if not path.exists():
         raise ConfigError(f"--coverage needs {path} (validation predictions of the run)")
     _, _, s = read_predictions(path)
@@ -228,12 +229,12 @@ def predict_table(
     if coverage is not None and not 0 < coverage <= 1:
         raise ConfigError(f"--coverage must be in (0, 1], got {coverage}")
     files = list_inputs(inputs)
-    onnx = (run_path / "model.json").exists() and not (run_path / "record.json").exists()
+    onnx = (run_path / "model.json").exists() and not RunFiles(run_path).record.exists()
     if onnx:
         model = OnnxModel(run_path)
         spec, task = model.spec, model.spec.task
         record_dir = run_path.parent
-        record = load_finished_record(record_dir) if (record_dir / "record.json").exists() else None
+        record = load_finished_record(record_dir) if RunFiles(record_dir).record.exists() else None
     else:
         run = load_run(run_path, device)
         record, task = run.record, run.spec.task

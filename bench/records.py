@@ -39,6 +39,46 @@ log = logging.getLogger(__name__)
 
 RECORD_FILE = "record.json"
 SCHEMA_VERSION = 2
+RESUME_FILE = "last.ckpt"
+BEST_FILE = "best.ckpt"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run folder, named here once: what training writes and every reader
+    (leaderboard, report, predict, publish) opens."""
+
+    dir: Path
+
+    @property
+    def record(self) -> Path:
+        return self.dir / RECORD_FILE
+
+    def predictions(self, split: str) -> Path:
+        """Per-sample labels and scores (per-case overlaps for segmentation) of ``split``."""
+        return self.dir / f"predictions_{split}.csv"
+
+    @property
+    def history(self) -> Path:
+        return self.dir / "history.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / BEST_FILE
+
+    @property
+    def resume(self) -> Path:
+        return self.checkpoints / RESUME_FILE
+
+    @property
+    def explain(self) -> Path:
+        """Grad-CAM maps written by ``bench-explain``."""
+        return self.dir / "explain"
+
 
 # Config keys that do not change a run's numbers: where things are written, how they are
 # logged, how fast data is fed. They are left out of the run id so a moved or re-logged run

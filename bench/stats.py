@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import classification_metrics, segmentation_metrics_from_overlaps
+from bench.toolkit import BOOTSTRAP_RESAMPLES
 
 Arrays = tuple[np.ndarray, ...]
 
@@ -132,7 +133,7 @@ def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
 def bootstrap_ci(
     runs: Sequence[Arrays],
     fn: Callable[..., float],
-    n_boot: int = 1000,
+    n_boot: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> tuple[float, float, float]:
@@ -163,7 +164,7 @@ def paired_bootstrap(
     runs_a: Sequence[Arrays],
     runs_b: Sequence[Arrays],
     fn: Callable[..., float],
-    n_boot: int = 1000,
+    n_boot: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Seed-mean metric difference A - B and its two-sided paired-bootstrap p-value."""

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from bench.errors import BenchError, ConfigError, one_line
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# percentile-bootstrap resamples of every confidence interval and paired test, in the
+# leaderboard, the report, exports and the tools alike
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def version_text(prog: str) -> str:

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+
+from bench.job.instantiate import compose_train
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -44,23 +43,33 @@ def needs_pneumonia():
 def make_cfg(tmp_path):
     """compose(overrides) -> DictConfig with paths in tmp_path and HydraConfig set."""
 
-    def _make(overrides: list[str] | None = None, config_name: str = "train"):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides or [], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.data_dir = str(tmp_path / "data")
-            cfg.paths.runs_dir = str(tmp_path / "runs")
-            cfg.paths.output_dir = str(tmp_path / "out")
-            cfg.paths.log_dir = str(tmp_path / "logs")
-            if "cache_dir" in cfg.data:
-                cfg.data.cache_dir = str(tmp_path / "data" / "synthetic")
-            del cfg.hydra
+    def _make(overrides: list[str] | None = None):
+        cfg = compose_train(
+            overrides,
+            paths={
+                "data_dir": tmp_path / "data",
+                "runs_dir": tmp_path / "runs",
+                "output_dir": tmp_path / "out",
+                "log_dir": tmp_path / "logs",
+            },
+        )
+        if "cache_dir" in cfg.data:
+            cfg.data.cache_dir = str(tmp_path / "data" / "synthetic")
         return cfg
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+def train_run(root: Path, overrides: list[str]):
+    """Compose and train one run into ``root/runs`` (outputs and data caches under ``root``);
+    returns its outcome. The tests' one way to make a run in-process."""
+    from bench.job.entry import train
+
+    cfg = compose_train(overrides, paths={"runs_dir": root / "runs", "output_dir": root / "out"})
+    if "cache_dir" in cfg.data:
+        cfg.data.cache_dir = str(root / "data")
+    return train(cfg)
 
 
 def cli_env(cwd: Path, env: dict | None = None) -> dict:

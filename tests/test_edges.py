@@ -342,8 +342,8 @@ def test_robust_on_a_non_medmnist_run_uses_the_generic_set(make_cfg, tmp_path):
 def test_report_and_leaderboard_share_one_bootstrap_and_unit(tmp_path, monkeypatch):
     import bench.report as report
     from bench.board import BOOTSTRAP_RESAMPLES
-    from bench.commands.leaderboard import BOOTSTRAP_RESAMPLES as CLI_DEFAULT
     from bench.commands.leaderboard import parser
+    from bench.toolkit import BOOTSTRAP_RESAMPLES as CLI_DEFAULT
 
     assert BOOTSTRAP_RESAMPLES == CLI_DEFAULT == parser().parse_args([]).n_boot == 1000
     seen = {}

@@ -9,10 +9,9 @@ import subprocess
 from importlib.metadata import entry_points
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import BIN, CONF, ROOT
+from bench.job.instantiate import compose_train
+from tests.conftest import BIN, ROOT
 
 README = (ROOT / "README.md").read_text()
 
@@ -56,9 +55,7 @@ def test_readme_has_commands():
 def test_readme_train_command_composes(command):
     args = [a for a in command[1:] if a not in ("-m", "-v")]
     overrides = [first_of_sweep(a) for a in args]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        compose("train", overrides=overrides, return_hydra_config=True)
+    compose_train(overrides)
 
 
 @pytest.mark.slow

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from bench.explain import explain_run, gradcam_maps
-from bench.job.entry import train
 from bench.report import build_report, pareto_front
 
-from conftest import FAST
+from conftest import FAST, train_run
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -20,37 +19,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def sweep_store(tmp_path_factory):
     """Two models x two seeds on synthetic data, trained in-process."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from conftest import CONF  # noqa: F401
-
     root = tmp_path_factory.mktemp("sweep")
     for model, extra in (("bccnn", ["model.batch_norm=true"]), ("resnet18", [])):
         for seed in (0, 1):
-            GlobalHydra.instance().clear()
-            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-                cfg = compose(
-                    "train",
-                    overrides=[
-                        f"model={model}",
-                        f"seed={seed}",
-                        *FAST,
-                        "trainer.max_epochs=2",
-                        *extra,
-                    ],
-                    return_hydra_config=True,
-                )
-            HydraConfig.instance().set_config(cfg)
-            with open_dict(cfg):
-                cfg.paths.runs_dir = str(root / "runs")
-                cfg.paths.output_dir = str(root / "out")
-                cfg.data.cache_dir = str(root / "data")
-                del cfg.hydra
-            assert train(cfg).status == "done"
-    GlobalHydra.instance().clear()
+            overrides = [f"model={model}", f"seed={seed}", *FAST, "trainer.max_epochs=2", *extra]
+            assert train_run(root, overrides).status == "done"
     return root / "runs"
 
 
@@ -78,29 +51,9 @@ def test_gradcam_on_a_trained_model_has_input_size_and_varies(sweep_store):
 
 def _add_a_3d_run(store: Path) -> None:
     """A second dataset in the store, so the dataset filter has something to hide."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from conftest import CONF
-
-    GlobalHydra.instance().clear()
     small = ["data.n_train=32", "data.n_val=16", "data.n_test=16", "data.batch_size=8"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["data=synthetic3d", "model=cnn3d", *FAST[:3], *small],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.runs_dir = str(store)
-        cfg.paths.output_dir = str(store.parent / "out")
-        cfg.data.cache_dir = str(store.parent / "data")
-        del cfg.hydra
-    assert train(cfg).status == "done"
-    GlobalHydra.instance().clear()
+    overrides = ["data=synthetic3d", "model=cnn3d", *FAST[:3], *small]
+    assert train_run(store.parent, overrides).status == "done"
 
 
 @pytest.mark.slow
@@ -180,25 +133,8 @@ def test_report_numbers_are_the_leaderboard_csvs(sweep_store, tmp_path):
 
 
 def _store(root, overrides_list):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from conftest import CONF
-
     for overrides in overrides_list:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.runs_dir = str(root / "runs")
-            cfg.paths.output_dir = str(root / "out")
-            cfg.data.cache_dir = str(root / "data")
-            del cfg.hydra
-        train(cfg)
-    GlobalHydra.instance().clear()
+        train_run(root, overrides)
     return root / "runs"
 
 

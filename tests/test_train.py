@@ -3,13 +3,12 @@ import json
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from bench.board import build_board
 from bench.cli import config_groups
 from bench.errors import UnknownOptionError
 from bench.job.entry import train
+from bench.job.instantiate import compose_train
 from bench.records import RunRecord, RunStore, load_record
 
 from conftest import CONF, FAST, PNEUMONIA, needs_pneumonia, run_cli
@@ -93,22 +92,16 @@ def check_targets(cfg, group: str) -> None:
 def test_every_config_group_option_composes_and_its_targets_resolve(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDBENCH_DATA_DIR", str(tmp_path))
     groups = config_groups(CONF)
-    GlobalHydra.instance().clear()
     checked = 0
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        default = compose("train", return_hydra_config=True)
-        assert default.data.name == "synthetic" and default.model.name == "resnet50"
-        for group, options in groups.items():
-            if group in ("local",):
-                continue
-            for opt in options:
-                prefix = "+" if group in ("combo",) else ""
-                cfg = compose(
-                    "train", overrides=[f"{prefix}{group}={opt}"], return_hydra_config=True
-                )
-                check_targets(cfg, group)
-                checked += 1
-    GlobalHydra.instance().clear()
+    default = compose_train()
+    assert default.data.name == "synthetic" and default.model.name == "resnet50"
+    for group, options in groups.items():
+        if group in ("local",):
+            continue
+        for opt in options:
+            prefix = "+" if group in ("combo",) else ""
+            check_targets(compose_train([f"{prefix}{group}={opt}"], keep_hydra=True), group)
+            checked += 1
     assert checked > 60
 
 
@@ -121,13 +114,10 @@ def test_composition_check_fails_on_a_bad_target(tmp_path):
     (conf / "model" / "typo.yaml").write_text(
         "_target_: bench.models.build_model\nname: bccnn\nwidht: 8\n"
     )
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        for name, exc in (("broken", ImportError), ("typo", UnknownOptionError)):
-            cfg = compose("train", overrides=[f"model={name}"], return_hydra_config=True)
-            with pytest.raises(exc):
-                check_targets(cfg, "model")
-    GlobalHydra.instance().clear()
+    for name, exc in (("broken", ImportError), ("typo", UnknownOptionError)):
+        cfg = compose_train([f"model={name}"], config_dir=str(conf), keep_hydra=True)
+        with pytest.raises(exc):
+            check_targets(cfg, "model")
 
 
 def test_seed_zero_really_seeds(make_cfg):

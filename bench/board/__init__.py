@@ -15,6 +15,7 @@ from bench.board.aggregate import aggregate, rank
 from bench.board.frame import default_metric, runs_frame
 from bench.board.reference import add_reference
 from bench.records import RunRecord, RunStore
+from bench.toolkit import BOOTSTRAP_RESAMPLES
 
 
 @dataclass
@@ -30,10 +31,6 @@ class Board:
     @property
     def empty(self) -> bool:
         return self.table.empty
-
-
-# one bootstrap for every output (leaderboard CSV, printed table, report): same CIs everywhere
-BOOTSTRAP_RESAMPLES = 1000
 
 
 def board_from_records(

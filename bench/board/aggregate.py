@@ -16,8 +16,9 @@ import pandas as pd
 
 from bench.board.frame import COST_COLUMNS, ENV_COLUMNS, default_metric
 from bench.metrics import CLASSIFICATION_METRICS, classification_metrics, lower_is_better
-from bench.records import RunRecord, config_for_row, flatten
+from bench.records import RunFiles, RunRecord, config_for_row, flatten
 from bench.stats import bootstrap_ci, metric_fn, read_outputs
+from bench.toolkit import BOOTSTRAP_RESAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def run_outputs(runs: pd.DataFrame, kind: str) -> list[tuple] | None:
     """Per-sample test outputs of each run, or None when any is missing or misaligned."""
     out = []
     for d in runs["_dir"]:
-        path = Path(d) / "predictions_test.csv" if d else None
+        path = RunFiles(Path(d)).predictions("test") if d else None
         if path is None or not path.exists():
             return None
         out.append(read_outputs(path, kind))
@@ -82,7 +83,7 @@ def aggregate(
     df: pd.DataFrame,
     records: dict[str, RunRecord],
     ci_metrics: list[str] | None = None,
-    n_boot: int = 1000,
+    n_boot: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     ensembles: bool = False,
 ) -> pd.DataFrame:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import sys
 
 from bench.commands._common import exit_with, new_parser, run_tool
+from bench.toolkit import BOOTSTRAP_RESAMPLES
 
 EXAMPLES = """examples:
   bench-leaderboard --runs-dir runs                  # results/leaderboard.csv (+ .md)
   bench-leaderboard --runs-dir runs --name pneumoniamnist --reference --publish
   bench-leaderboard --runs-dir runs --compare resnet18 bccnn --dataset pneumoniamnist
   bench-leaderboard --runs-dir runs --compare-all --rank-test --ensembles"""
-
-# the same number as bench.board.BOOTSTRAP_RESAMPLES (a test keeps them equal): importing the
-# board here would load pandas for --help
-BOOTSTRAP_RESAMPLES = 1000
 
 
 def parser():

@@ -6,10 +6,9 @@ and the hours per seed of study rows on this machine (``eta``)."""
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from bench.commands._common import exit_with, new_parser, run_tool
+from bench.paths import medmnist_dir
 from bench.toolkit import add_device_option
 
 EXAMPLES = """examples:
@@ -29,7 +28,7 @@ EXAMPLES = """examples:
 def _common() -> argparse.ArgumentParser:
     """Options every mode takes."""
     p = argparse.ArgumentParser(add_help=False)
-    default_dir = str(Path(os.environ.get("MEDBENCH_DATA_DIR", "data")) / "medmnist")
+    default_dir = str(medmnist_dir())
     p.add_argument("--data-dir", default=default_dir, help="folder of MedMNIST npz files")
     p.add_argument("--flag", default="pneumoniamnist", help="MedMNIST dataset timed")
     p.add_argument("--models", nargs="+", default=["bccnn", "resnet18_ss", "resnet50_ss"])

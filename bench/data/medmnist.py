@@ -9,20 +9,19 @@ downloaded from medmnist's URL and checked against its MD5, or give a one-line e
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from bench.data.base import InMemoryDataModule
 from bench.data.fingerprint import cached_digest, file_digest, npz_fingerprint
 from bench.data.npz import load_classification_npz
 from bench.errors import ConfigError, DatasetNotFoundError, UnknownOptionError
+from bench.paths import DATA_DIR_ENV, medmnist_dir
 from bench.spec import DataSpec, medmnist_task
 
 log = logging.getLogger(__name__)
 
 SIZES_2D = (28, 64, 128, 224)
 SIZES_3D = (28, 64)
-DATA_DIR_ENV = "MEDBENCH_DATA_DIR"
 
 
 def medmnist_info(flag: str) -> dict:
@@ -39,10 +38,6 @@ def valid_sizes(flag: str) -> tuple[int, ...]:
 
 def npz_filename(flag: str, size: int) -> str:
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
-
-
-def default_root() -> str:
-    return os.environ.get(DATA_DIR_ENV, "data/medmnist")
 
 
 def download(flag: str, size: int, root: Path) -> Path:
@@ -85,7 +80,7 @@ class MedMNISTDataModule(InMemoryDataModule):
             )
         super().__init__(**kwargs)
         self.flag, self.size = flag, int(size)
-        self.root = Path(root or default_root()).expanduser()
+        self.root = Path(root or medmnist_dir()).expanduser()
         self.download = download
         self.verify_md5 = verify_md5
         # 128/224 files are GBs: extract once to .npy and memory-map instead of holding in RAM

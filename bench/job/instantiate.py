@@ -1,4 +1,4 @@
-"""Hydra ``instantiate`` for a config group, with a typo turned into a one-line error.
+"""Hydra composition and ``instantiate`` of a config group, with typos turned into one-line errors.
 
 ``+trainer.max_epoch=1`` reaches ``Trainer.__init__`` as an unknown keyword; Hydra wraps the
 ``TypeError`` in an ``InstantiationException`` whose text is a traceback summary. Here it becomes
@@ -16,8 +16,10 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 
 from bench.errors import BenchError, ConfigError
+from bench.paths import conf_dir
 
 _UNEXPECTED = re.compile(r"unexpected keyword argument '([^']+)'")
 
@@ -93,3 +95,40 @@ def composition_error(e: BaseException) -> ConfigError | None:
     if key:
         return ConfigError(f"{key.group(1)}: {text.split('.')[0]}; check `bench-train --cfg job`")
     return ConfigError(f"{text[:300]}; check the overrides (`bench-train --cfg job`)")
+
+
+def compose_train(
+    overrides: list[str] | None = None,
+    paths: dict[str, str] | None = None,
+    config_dir: str | None = None,
+    keep_hydra: bool = False,
+) -> DictConfig:
+    """``train.yaml`` composed with ``overrides`` as ``bench-train`` composes it, outside a
+    Hydra app: Hydra's multi-line composition errors become the one :class:`ConfigError` line
+    ``bench-train`` prints, the Hydra config is registered (what a job reads of its sweep) and
+    then dropped (``keep_hydra``: kept, for checks of the ``hydra/`` groups), and ``paths`` (``{"runs_dir": ...}``) overrides keys of ``cfg.paths``.
+
+    The one composition behind the Python API, the tools that compose runs (``bench-speed``,
+    ``bench-data check data=...``) and the tests."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides or []), return_hydra_config=True)
+    except Exception as e:
+        mistake = composition_error(e)
+        if mistake is None:
+            raise
+        raise mistake from None
+    finally:
+        GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        for key, value in (paths or {}).items():
+            cfg.paths[key] = str(value)
+        if not keep_hydra:
+            del cfg.hydra
+    return cfg

@@ -37,6 +37,7 @@ from bench.job.instantiate import instantiate_group
 from bench.job.preflight import check_runs_dir, check_trainable
 from bench.records import (
     Env,
+    RunFiles,
     RunRecord,
     RunStore,
     compute_config_id,
@@ -206,8 +207,8 @@ def readable_checkpoint(path: Path) -> bool:
 def prepare_run_dir(run_dir: Path, force: bool) -> str | None:
     """Return a checkpoint to resume from, clearing stale files when starting afresh; a corrupt
     resume checkpoint is set aside (never deleted) and the run restarts."""
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
+    files = RunFiles(run_dir)
+    ckpt_dir, last = files.checkpoints, files.resume
     if not force and last.exists():
         if readable_checkpoint(last):
             return str(last)
@@ -227,11 +228,11 @@ def prepare_run_dir(run_dir: Path, force: bool) -> str | None:
 
 def finish_checkpoints(run_dir: Path, keep: str) -> None:
     """After a successful run keep ``best`` (best.ckpt), ``all`` or ``none``."""
-    ckpt_dir = run_dir / "checkpoints"
-    if keep == "all" or not ckpt_dir.exists():
+    files = RunFiles(run_dir)
+    if keep == "all" or not files.checkpoints.exists():
         return
-    for f in ckpt_dir.glob("*.ckpt"):
-        if keep == "none" or f.name != "best.ckpt":
+    for f in files.checkpoints.glob("*.ckpt"):
+        if keep == "none" or f != files.best:
             f.unlink()
 
 

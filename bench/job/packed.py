@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bench.checkpointing import RESUME_FILE
 from bench.errors import ConfigError
 from bench.io import atomic_save
 from bench.job.build import Job, build_job, build_trainer, harness_callbacks
@@ -42,7 +41,7 @@ from bench.job.lifecycle import (
 from bench.job.packed_checkpoints import PackedResume, join, read_member_checkpoints
 from bench.job.persist import describe_job, record_outcome
 from bench.models.packed import packable
-from bench.records import RunRecord, RunStore
+from bench.records import RunFiles, RunRecord, RunStore
 from bench.sweep import JobOutcome
 from bench.tasks.packed import PackedTask
 from bench.timing import ThroughputTimer
@@ -204,11 +203,11 @@ def _resume_points(members: list[_Member], force: bool) -> list[dict] | None | b
     """The members' resume checkpoints (all at one epoch), None to start afresh, or False when
     they must run one at a time (a member's is missing, unreadable or at another epoch: each
     then resumes alone, and the unpacked path sets a corrupt checkpoint aside)."""
-    lasts = [m.run_dir / "checkpoints" / RESUME_FILE for m in members]
+    lasts = [RunFiles(m.run_dir).resume for m in members]
     seeds = [int(m.cfg.seed) for m in members]
     if force or not any(p.exists() for p in lasts):
         for m in members:  # starting afresh: stale checkpoints go
-            for f in (m.run_dir / "checkpoints").glob("*.ckpt"):
+            for f in RunFiles(m.run_dir).checkpoints.glob("*.ckpt"):
                 f.unlink()
         return None
     if not all(p.exists() and readable_checkpoint(p) for p in lasts):
@@ -243,7 +242,7 @@ def _train_claimed(
         return None
     packed = {"k": len(members), "seeds": seeds, "implementation": IMPLEMENTATION}
     for m in members:
-        resumed = str(m.run_dir / "checkpoints" / RESUME_FILE) if resume_from else None
+        resumed = str(RunFiles(m.run_dir).resume) if resume_from else None
         m.record = open_record(m.cfg, m.cfg_dict, m.run_id, store, resumed, packed)
         log.info("run %s -> %s (packed, seed %d of %s)%s", m.run_id, m.run_dir, m.cfg.seed,
                  seeds, " (resuming)" if resume_from else "")  # fmt: skip

@@ -16,9 +16,9 @@ import lightning as L
 import torch
 
 from bench.callbacks import SaveClock
-from bench.checkpointing import RESUME_FILE
 from bench.errors import BenchError
 from bench.io import atomic_save
+from bench.records import RunFiles
 from bench.tasks.packed import PackedTask
 
 MODEL_PREFIX = "model."  # an unpacked task's network keys
@@ -137,7 +137,7 @@ def join(checkpoints: list[dict], task: PackedTask) -> dict:
 
 def read_member_checkpoints(run_dirs: list[Path]) -> list[dict] | None:
     """Every member's ``last.ckpt``, or None when any member has none (start afresh)."""
-    paths = [d / "checkpoints" / RESUME_FILE for d in run_dirs]
+    paths = [RunFiles(d).resume for d in run_dirs]
     if not all(p.exists() for p in paths):
         return None
     return [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
@@ -164,7 +164,7 @@ class PackedResume(L.Callback):
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         paths = []
         for run_dir, member in zip(self.run_dirs, split(checkpoint, pl_module), strict=True):
-            path = run_dir / "checkpoints" / RESUME_FILE
+            path = RunFiles(run_dir).resume
             atomic_save(path, lambda f, m=member: torch.save(m, f))
             paths.append(path)
         self.clock.restart()

@@ -15,7 +15,7 @@ from bench.io import atomic_save
 from bench.job.build import Job
 from bench.job.execute import Outcome
 from bench.metrics import dice_iou_from_overlaps, per_class_table
-from bench.records import Cost, RunRecord
+from bench.records import Cost, RunFiles, RunRecord
 from bench.tracking import log_run_summary
 
 N_SAMPLES = 16  # sample predictions shown in W&B
@@ -86,7 +86,7 @@ def persist_outputs(
     for stage, outputs in predictions.items():
         df = predictions_frame(outputs)
         if df is not None:
-            write_csv(run_dir / f"predictions_{stage}.csv", df)
+            write_csv(RunFiles(run_dir).predictions(stage), df)
         if spec.kind == "classification" and "score" in outputs:
             record.per_class[stage] = per_class_table(
                 outputs["target"], outputs["score"], spec.task, list(spec.label_names)
@@ -157,7 +157,7 @@ def persist(job: Job, outcome: Outcome, record: RunRecord) -> None:
         run_dir, spec, outcome.predictions, record, job.datamodule.splits["test"].images
     )
     if outcome.history:
-        write_csv(run_dir / "history.csv", pd.DataFrame(outcome.history))
+        write_csv(RunFiles(run_dir).history, pd.DataFrame(outcome.history))
     job.checkpoint.write_best(job.task.model)
     if job.loggers:
         test_preds = outcome.predictions.get("test")

@@ -26,7 +26,7 @@ import torch
 from medmnist import INFO
 
 from bench.errors import ConfigError
-from bench.paths import conf_dir
+from bench.paths import conf_dir, medmnist_dir
 from bench.records import cpu_name
 from bench.speed.projection import Rates, packed_seed_speedups, split_sizes, totals
 from bench.speed.projection import project as project_hours
@@ -39,7 +39,7 @@ FACTS = ("epochs", "train_images", "device", "cpu_threads", "machine", "torch")
 
 
 def default_data_dir() -> str:
-    return str(Path(os.environ.get("MEDBENCH_DATA_DIR", "data")) / "medmnist")
+    return str(medmnist_dir())
 
 
 def machine_facts(device: str) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.data.medmnist import MedMNISTDataModule
 from bench.job.entry import train
-from bench.job.instantiate import composition_error
+from bench.job.instantiate import compose_train
 from bench.metrics import classification_metrics
 from bench.models import build_model
 from bench.paths import conf_dir
@@ -131,27 +131,8 @@ class Runner:
 def compose_in_temp_store(overrides: list[str], prefix: str):
     """``conf/train.yaml`` composed with ``overrides`` as ``bench-train`` does, writing its runs
     and outputs under a fresh temporary folder (a measurement, not a result to keep)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    except Exception as e:  # Hydra's composition errors: the same one line as bench-train
-        mistake = composition_error(e)
-        if mistake is None:
-            raise
-        raise mistake from None
-    HydraConfig.instance().set_config(cfg)
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    with open_dict(cfg):
-        cfg.paths.runs_dir = str(tmp / "runs")
-        cfg.paths.output_dir = str(tmp / "out")
-        del cfg.hydra
-    return cfg
+    return compose_train(overrides, paths={"runs_dir": tmp / "runs", "output_dir": tmp / "out"})
 
 
 class HarnessRunner(Runner):
