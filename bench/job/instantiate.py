@@ -104,9 +104,10 @@ def compose_train(
     keep_hydra: bool = False,
 ) -> DictConfig:
     """``train.yaml`` composed with ``overrides`` as ``bench-train`` composes it, outside a
-    Hydra app: Hydra's multi-line composition errors become the one :class:`ConfigError` line
-    ``bench-train`` prints, the Hydra config is registered (what a job reads of its sweep) and
-    then dropped (``keep_hydra``: kept, for checks of the ``hydra/`` groups), and ``paths`` (``{"runs_dir": ...}``) overrides keys of ``cfg.paths``.
+    Hydra app. Hydra's multi-line composition errors become the one :class:`ConfigError` line
+    ``bench-train`` prints; the Hydra config is registered (what a job reads of its sweep) and
+    dropped (``keep_hydra``: kept, for checks of the ``hydra/`` groups); ``paths``
+    (``{"runs_dir": ...}``) overrides keys of ``cfg.paths``.
 
     The one composition behind the Python API, the tools that compose runs (``bench-speed``,
     ``bench-data check data=...``) and the tests."""
