@@ -53,7 +53,7 @@ speed-gpu: install
 	  --precisions 32 --batch-scales 1 4 8 --reps 2 --epochs 3 --out results/speed/gpu/batch
 	$(BIN)/bench-speed project medmnist2d --device cuda \
 	  --models resnet18_ss resnet50_ss --precisions 32 --epochs 2 --out results/speed/gpu
-	$(BIN)/bench-speed pack 1 2 4 8 --device cuda --pack-jobs 8 \
+	$(BIN)/bench-speed colocate 1 2 4 8 --device cuda --jobs 8 \
 	  --models resnet18_ss --precisions 32 --epochs 2 --out results/speed/gpu
 
 # the published studies (results/<study>/): train what is missing, then aggregate; resumable

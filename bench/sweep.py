@@ -2,7 +2,7 @@
 and the sweep's leaderboard at the end, and the outcome handed to the CLI.
 
 Each job writes a small status file into the sweep folder; a Hydra callback, which runs in the
-launching process whatever the launcher (basic, joblib, submitit, gpu_pack), counts them at the
+launching process whatever the launcher (basic, joblib, submitit, colocate), counts them at the
 end. The CLI learns how a run or a sweep ended from the file named by ``MEDBENCH_OUTCOME_FILE``
 (set by the CLI for its own process and its children), never from module globals.
 """

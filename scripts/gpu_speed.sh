@@ -18,9 +18,9 @@ run() {  # $1 = seconds it needs at least, $2 = bench-speed mode, rest = its arg
 }
 run 60 grid --models bccnn resnet18_ss resnet50_ss --precisions 32 bf16_cl --reps 1 --warmup-reps 0 \
   --epochs "$EPOCHS" "${lim[@]}" --torch-profile "$SPEED/profile_harness_resnet18_ss.txt"
-run 40 pack 1 2 4 8 --pack-jobs 8 --models resnet18_ss --precisions bf16_cl --epochs 2 "${lim[@]}"
+run 40 colocate 1 2 4 8 --jobs 8 --models resnet18_ss --precisions bf16_cl --epochs 2 "${lim[@]}"
 run 40 project medmnist2d --models resnet18_ss resnet50_ss --precisions bf16_cl --epochs 2 \
-  --packing-from "$SPEED/pack.csv"
+  --colocate-from "$SPEED/colocate.csv"
 run 60 grid --models resnet18_ss --precisions bf16_cl_compile --methods harness raw --reps 1 \
   --warmup-reps 0 --epochs "$EPOCHS" "${lim[@]}" --out "$SPEED/compile"
 nvidia-smi > "$SPEED/nvidia_smi.txt" 2>&1

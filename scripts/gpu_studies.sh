@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The published studies at the official MedMNIST protocol on one GPU, in one call:
 #   OUT=... BUDGET=520 bash scripts/gpu_studies.sh
-# A: RetinaMNIST and PneumoniaMNIST, 5 models x 3 seeds, packed K at once (gpu_pack);
+# A: RetinaMNIST and PneumoniaMNIST, 5 models x 3 seeds, packed K at once (hydra/launcher=colocate);
 # B: AdrenalMNIST3D 28^3, the 3D CNN x 3 seeds, alongside; C: a plain PyTorch loop at the same
 # protocol (RetinaMNIST, ResNet-18 (28), seeds 0-2) alongside, as the check of the harness;
 # then robustness of the PneumoniaMNIST models (bench-robust), and the run stores (records,
@@ -19,7 +19,7 @@ $PY -c "import torch, lightning, timm, hydra, medmnist; print('torch', torch.__v
 
 study() {  # $1 = name, rest = overrides
   local name=$1; shift
-  timeout $(( $(left) - 90 )) $PY -m bench.hydra_main -m hydra/launcher=gpu_pack experiment=medmnist_protocol \
+  timeout $(( $(left) - 90 )) $PY -m bench.hydra_main -m hydra/launcher=colocate experiment=medmnist_protocol \
     paths.runs_dir="$RUNS/$name" paths.log_dir="$WORK/logs/$name" logger=none $ACC \
     trainer.max_epochs=$EPOCHS "$@" "${extra[@]}" > "$WORK/$name.log" 2>&1
   stamp "$name finished (exit $?)"
@@ -40,7 +40,7 @@ if [ "$(left)" -gt 40 ]; then
     --device $([ "$DEVICE" = gpu ] && echo cuda || echo cpu) > "$WORK/robust.log" 2>&1
   stamp "robustness finished (exit $?)"
 fi
-{ grep -h "job .* of\|sweep finished\|error\|gpu_pack" "$WORK"/2d.log "$WORK"/3d.log
+{ grep -h "job .* of\|sweep finished\|error\|colocate" "$WORK"/2d.log "$WORK"/3d.log
   tail -n 4 "$WORK/plain.log" "$WORK/robust.log"; } > "$WORK/summary.txt" 2>&1
 tar czf "$OUT/studies.tgz" -C "$WORK" --exclude='*.ckpt' --exclude='.lock' --exclude='wandb' .
 cp "$WORK/summary.txt" "$OUT/"

@@ -37,7 +37,7 @@ def test_help_is_fast_and_lists_options_without_partials(tmp_path):
     assert "HEAVY []" in light.stderr, light.stderr[-2000:]
     proc = run_cli(["bench-train", "--help"], tmp_path, check=True)
     out = proc.stdout
-    assert "usage: bench-train" in out and "paper_resnet18" in out and "gpu_pack" in out
+    assert "usage: bench-train" in out and "paper_resnet18" in out and "colocate" in out
     assert "_common" not in out and "_medmnist" not in out
     assert len(out.splitlines()) < 60
 

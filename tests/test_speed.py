@@ -9,18 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.launch.pack import SoloJobMeasurement, pack_size
+from bench.launch.colocate import SoloJobMeasurement, jobs_per_gpu
+from bench.speed.grid import scaled_lr
 from bench.speed.projection import Rates, project, split_sizes, totals
+from bench.speed.tables import summarise
 
 from conftest import PNEUMONIA, ROOT, needs_pneumonia, run_cli
 
 SPEED = [sys.executable, "-m", "bench.commands.speed"]
-
-
-def _speed():
-    from bench.speed import modes
-
-    return modes
 
 
 def test_summary_drops_warmup_takes_medians_and_ratios():
@@ -39,7 +35,7 @@ def test_summary_drops_warmup_takes_medians_and_ratios():
                     "train_samples_per_sec": 100.0 / t,
                 }
             )
-    summary = _speed().summarise(pd.DataFrame(rows), warmup=1).set_index("method")
+    summary = summarise(pd.DataFrame(rows), warmup=1).set_index("method")
     assert summary.loc["harness", "epoch_time_s"] == 3.0  # median of 2, 4, 3 (rep 0 dropped)
     assert summary.loc["harness", "epoch_time_s_min"] == 2.0
     assert summary.loc["harness", "harness_over_raw"] == pytest.approx(3.0 / 2.0, abs=1e-3)
@@ -116,27 +112,47 @@ def test_projection_packed_seeds_column_from_packed_csv():
     assert pd.isna(totals(table).set_index("method").loc["harness", "hours_packed_seeds"])
 
 
-def test_pack_size_from_a_solo_measurement():
+def test_jobs_per_gpu_from_a_solo_measurement():
     solo = SoloJobMeasurement(
         peak_mem_mb=2000, util_pct=20, step_ms=5, free_mem_mb=80000, total_mem_mb=81000
     )
-    k, why = pack_size(solo, max_jobs=8, cpus=16)
+    k, why = jobs_per_gpu(solo, max_jobs=8, cpus=16)
     assert k == 5 and "by utilisation" in why  # ceil(90 / 20): the GPU is busy at five
     tight = SoloJobMeasurement(
         peak_mem_mb=20000, util_pct=5, step_ms=5, free_mem_mb=50000, total_mem_mb=81000
     )
-    assert pack_size(tight, max_jobs=8, cpus=16)[0] == 2  # 0.85 * 50000 / 20600 -> 2 by memory
-    assert pack_size(solo, max_jobs=8, cpus=2)[0] == 2  # never more jobs than cores
+    assert jobs_per_gpu(tight, max_jobs=8, cpus=16)[0] == 2  # 0.85 * 50000 / 20600 -> 2 by memory
+    assert jobs_per_gpu(solo, max_jobs=8, cpus=2)[0] == 2  # never more jobs than cores
+
+
+def test_old_pack_names_are_deprecated_aliases_of_colocate():
+    """Processes sharing a GPU were "pack" before "pack" meant packed seeds; the old names
+    keep working for one release and say they are renamed."""
+    import importlib
+    import sys
+
+    sys.modules.pop("bench.launch.pack", None)
+    with pytest.warns(DeprecationWarning, match="renamed bench.launch.colocate"):
+        old = importlib.import_module("bench.launch.pack")
+    assert old.pack_size is jobs_per_gpu
+    from hydra_plugins.medbench_launcher.colocate_launcher import ColocateLauncher
+    from hydra_plugins.medbench_launcher.pack_launcher import PackLauncher
+
+    assert issubclass(PackLauncher, ColocateLauncher)
+    from bench.commands.speed import parser
+
+    assert parser().parse_args(["pack", "1", "2", "--pack-jobs", "4"]).jobs == 4
+    assert parser().parse_args(["colocate", "1", "--jobs", "3"]).k == [1]
 
 
 @pytest.mark.slow
-def test_gpu_pack_launcher_runs_k_jobs_at_once_on_cpu(tmp_path):
+def test_colocate_launcher_runs_k_jobs_at_once_on_cpu(tmp_path):
     from bench.records import RunStore
 
     args = [
         "bench-train",
         "-m",
-        "hydra/launcher=gpu_pack",
+        "hydra/launcher=colocate",
         "hydra.launcher.n_jobs=2",
         "model=bccnn",
         "model.hidden=[16]",
@@ -163,13 +179,22 @@ def test_gpu_pack_launcher_runs_k_jobs_at_once_on_cpu(tmp_path):
     saw = sorted(int(f.read_text()) for f in meet.glob("*.saw"))
     assert saw == [2, 2], saw
     assert "2 jobs, 2 done" in proc.stderr
-    # the pack launcher on a machine without a GPU and n_jobs=auto runs one at a time
+    # the launcher on a machine without a GPU and n_jobs=auto runs one at a time; its old
+    # name still works and says it was renamed
     auto = run_cli(
-        [*args[:3], "model=bccnn", "model.hidden=[16]", "model.width=4", *args[7:]],
+        [
+            *args[:2],
+            "hydra/launcher=gpu_pack",
+            "model=bccnn",
+            "model.hidden=[16]",
+            "model.width=4",
+            *args[7:],
+        ],
         tmp_path,
         check=True,
     )
     assert "no GPU; running one job at a time" in auto.stdout + auto.stderr
+    assert "hydra/launcher=gpu_pack is renamed hydra/launcher=colocate" in auto.stdout + auto.stderr
 
 
 @pytest.mark.slow
@@ -231,9 +256,8 @@ def test_tiny_measured_run_writes_every_method(tmp_path):
 
 
 def test_batch_scaling_rules_and_the_accuracy_check_by_hand():
-    speed = _speed()
-    assert speed.scaled_lr(1e-3, 4, "sqrt") == pytest.approx(2e-3)
-    assert speed.scaled_lr(1e-3, 8, "linear") == pytest.approx(8e-3)
+    assert scaled_lr(1e-3, 4, "sqrt") == pytest.approx(2e-3)
+    assert scaled_lr(1e-3, 8, "linear") == pytest.approx(8e-3)
     rows = [
         {
             "model": "m",
@@ -251,7 +275,7 @@ def test_batch_scaling_rules_and_the_accuracy_check_by_hand():
             ("raw", "32", 512, 1.0, 0.86),
         ]
     ]
-    summary = speed.summarise(pd.DataFrame(rows)).set_index(["method", "batch_size"])
+    summary = summarise(pd.DataFrame(rows)).set_index(["method", "batch_size"])
     assert summary.loc[("harness", 512), "harness_over_raw"] == pytest.approx(1.5)
     assert summary.loc[("harness", 128), "harness_over_raw"] == pytest.approx(2.0)
     assert summary.loc[("harness", 512), "val_auc_vs_fp32"] == pytest.approx(-0.03)
@@ -259,7 +283,7 @@ def test_batch_scaling_rules_and_the_accuracy_check_by_hand():
     assert pd.isna(summary.loc[("harness", 128), "val_auc_vs_fp32"])  # the baseline itself
     # a table measured before batch scaling: every row at the base batch
     old = pd.DataFrame([{k: v for k, v in r.items() if k != "batch_size"} for r in rows[:2]])
-    assert list(speed.summarise(old).batch_size) == [128, 128]
+    assert list(summarise(old).batch_size) == [128, 128]
 
 
 def test_every_bench_speed_command_in_the_makefile_parses():
@@ -274,7 +298,7 @@ def test_every_bench_speed_command_in_the_makefile_parses():
     assert len(commands) >= 5
     for args in commands:
         speed = parser().parse_args(shlex.split(args.replace("$(BIN)", "")))
-        assert speed.models and speed.mode in ("grid", "pack", "project"), args
+        assert speed.models and speed.mode in ("grid", "colocate", "project"), args
 
 
 def test_a_training_rate_that_counted_warmup_is_capped_by_the_steady_epoch():

@@ -15,7 +15,7 @@ EXAMPLES = """examples:
   bench-speed grid --models bccnn resnet18_ss --reps 3            # results/speed/ table
   bench-speed grid --device cuda --epochs 3 --out results/speed/gpu
   bench-speed grid --device cuda --methods harness raw --batch-scales 1 4 8
-  bench-speed pack 1 2 4 8 --device cuda                           # K runs at once
+  bench-speed colocate 1 2 4 8 --device cuda                       # K runs at once
   bench-speed project medmnist2d --device cuda                     # hours of the protocol
   bench-speed protocol retinamnist --model paper_resnet18 --seeds 0 1 2
   bench-speed aggregate results/speed/speed_reps.csv
@@ -69,15 +69,27 @@ def parser():
         metavar="FILE",
         help="also profile one harness epoch of the first model (torch.profiler)",
     )
-    pack = sub.add_parser("pack", parents=[common], help="K runs at once on one device")
-    pack.add_argument("pack", nargs="+", type=int, metavar="K")
-    pack.add_argument("--pack-jobs", type=int, default=8, help="jobs in the packed sweep")
+    colocate = sub.add_parser(
+        "colocate",
+        aliases=["pack"],
+        parents=[common],
+        help="K runs at once on one device (hydra/launcher=colocate; 'pack': old name)",
+    )
+    colocate.add_argument("k", nargs="+", type=int, metavar="K")
+    colocate.add_argument(
+        "--jobs", "--pack-jobs", type=int, default=8, help="jobs in the colocated sweep"
+    )
     project = sub.add_parser("project", parents=[common], help="hours of a full protocol")
     project.add_argument("project", choices=["medmnist2d"])
     project.add_argument(
         "--project-flag", default="bloodmnist", help="dataset whose sizes are timed"
     )
-    project.add_argument("--packing-from", help="pack.csv whose best speed-up is applied")
+    project.add_argument(
+        "--colocate-from",
+        "--packing-from",
+        dest="colocate_from",
+        help="colocate.csv (bench-speed colocate) whose best speed-up is applied",
+    )
     project.add_argument("--rates-from", help="project from rows measured before (JSON lines)")
     project.add_argument(
         "--packed-seeds-from",
@@ -115,32 +127,43 @@ def parser():
     return p
 
 
+# each mode's body lives beside the module it drives: mode -> (module, function)
+MODES = {
+    "grid": ("bench.speed.grid", "grid"),
+    "aggregate": ("bench.speed.grid", "aggregate"),
+    "colocate": ("bench.speed.colocate", "colocate"),
+    "project": ("bench.speed.projection", "project_protocol"),
+    "protocol": ("bench.speed.protocol_loop", "plain_protocol"),
+    "eta": ("bench.speed.eta", "study_eta"),
+    "packed": ("bench.speed.packed_bench", "packed_seeds"),
+}
+
+
 def _dispatch(args) -> int:
+    import importlib
+    import sys
+
     from bench.errors import ConfigError
-    from bench.speed import modes  # after parsing: --help needs no torch
+    from bench.speed.runners import MODELS, PRECISIONS, RUNNERS  # after parsing: --help is fast
 
     # the valid names live beside the runners (importing them loads torch): checked here
     for option, given, valid in (
-        ("--models", args.models, modes.MODELS),
-        ("--methods", args.methods, modes.RUNNERS),
-        ("--precisions", args.precisions, modes.PRECISIONS),
+        ("--models", args.models, MODELS),
+        ("--methods", args.methods, RUNNERS),
+        ("--precisions", args.precisions, PRECISIONS),
     ):
         unknown = [v for v in given if v not in valid]
         if unknown:
             raise ConfigError(f"{option} {' '.join(unknown)}: choose from {', '.join(valid)}")
-    return {
-        "grid": modes.grid,
-        "pack": modes.pack,
-        "project": modes.project,
-        "protocol": modes.plain_protocol,
-        "aggregate": modes.aggregate,
-        "eta": modes.study_eta,
-        "packed": modes.packed_seeds,
-    }[args.mode](args)
+    mode = "colocate" if args.mode == "pack" else args.mode
+    if args.mode == "pack":
+        print("note: bench-speed pack is renamed bench-speed colocate", file=sys.stderr)
+    module, function = MODES[mode]
+    return getattr(importlib.import_module(module), function)(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_tool(parser(), "bench.speed.modes", argv, call=_dispatch)
+    return run_tool(parser(), "bench.speed", argv, call=_dispatch)
 
 
 def cli() -> None:

@@ -251,3 +251,30 @@ def load_classification_npz(
             )
         out[split] = (images, labels)
     return out
+
+
+def write_medmnist_npz(
+    path: Path,
+    shape: tuple[int, ...],
+    n_classes: int,
+    multi_label: bool = False,
+    counts: dict[str, int] | None = None,
+    seed: int = 0,
+    **overrides,
+) -> Path:
+    """An npz in MedMNIST's layout with random pixels: ``{split}_images`` (uint8, ``shape`` per
+    sample) and ``{split}_labels`` ((N, 1) classes in turn, or (N, L) random bits); ``counts``
+    per split (default 40/12/12); ``overrides`` replace or add arrays. Tests and timings that
+    need the layout and the sizes, not the images, use it."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (counts or {"train": 40, "val": 12, "test": 12}).items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+        if multi_label:
+            arrays[f"{split}_labels"] = rng.integers(0, 2, (n, n_classes))
+        else:
+            arrays[f"{split}_labels"] = (np.arange(n) % n_classes).reshape(n, 1)
+    arrays.update(overrides)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path

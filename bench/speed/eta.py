@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from bench.errors import BenchError
+import pandas as pd
+
+from bench.errors import BenchError, ConfigError
 from bench.job.entry import train
 from bench.records import load_record
 from bench.speed.runners import compose_in_temp_store
+from bench.speed.tables import write_replacing
 
 
 @dataclass
@@ -116,3 +120,29 @@ def fits(cost: RowCost, budget_h: float) -> bool:
 
 def as_row(cost: RowCost, budget_h: float) -> dict:
     return {**asdict(cost), "budget_h_per_seed": budget_h, "runs_here": fits(cost, budget_h)}
+
+
+def study_eta(args) -> int:
+    """Time each row on this machine, print its hours per seed and write ``eta.csv``."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for text in args.eta_rows:
+        try:
+            data, model, extra = parse_row(text)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        cost = measure_row(data, model, args.experiment, extra, args.train_batches)
+        row = as_row(cost, args.budget_h)
+        rows.append(row)
+        verdict = "runs here" if row["runs_here"] else f"over {args.budget_h} h: listed"
+        print(
+            f"ETA {cost.dataset} x {model}: {cost.epoch_s:.0f} s/epoch, "
+            f"{cost.eta_h_per_seed:.2f} h per seed ({cost.epochs} epochs, {cost.device}, "
+            f"{cost.threads} threads) -> {verdict}",
+            flush=True,
+        )
+    path = out / "eta.csv"
+    write_replacing(path, pd.DataFrame(rows), ["dataset", "model"])
+    print(f"wrote {path}")
+    return 0

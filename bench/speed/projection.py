@@ -16,9 +16,18 @@ model at K = seeds on the same kind of device (``packed.csv``); unmeasured there
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
+from medmnist import INFO
+
+from bench.data.npz import write_medmnist_npz
+from bench.speed.runners import RUNNERS, Setting, measure
+from bench.speed.tables import machine_facts
+from bench.toolkit import resolve_device
 
 MEDMNIST2D = (
     "pathmnist",
@@ -135,3 +144,66 @@ def totals(projection: pd.DataFrame) -> pd.DataFrame:
         )
         out["hours_packed_seeds"] = packed.where(complete).round(3)
     return out.reset_index()
+
+
+def project_protocol(args) -> int:
+    """``bench-speed project``: measure rates on a synthetic dataset of real size, then project
+    the 2D protocol."""
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    flag = args.project_flag
+    sizes = split_sizes(flag)
+    measured, rates = [], {}
+    best = args.precisions[-1]
+    if args.rates_from:  # rows measured before (a JSON line each), e.g. on a GPU machine
+        rows = [json.loads(x) for x in Path(args.rates_from).read_text().splitlines() if x.strip()]
+    else:
+        data = Path(tempfile.mkdtemp(prefix="proj-"))
+        info = INFO[flag]
+        write_medmnist_npz(
+            data / f"{flag}.npz",
+            (28, 28, 3) if info["n_channels"] == 3 else (28, 28),
+            len(info["label"]),
+            counts=info["n_samples"],
+        )
+        rows = []
+        for model in args.models:
+            for method, prec in (("harness", best), ("raw", best), ("reference", "32")):
+                if method not in args.methods:
+                    continue
+                s = Setting(model, prec, flag, str(data), None, 0, device, args.epochs)
+                row = {**measure(RUNNERS[method](), s), "dataset": flag}
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
+    for row in rows:
+        measured.append(row)
+        if "error" in row:
+            continue
+        method = row["method"]
+        evaluates = "all" if method == "reference" else "val"
+        n_eval = sizes["val"] + (sizes["train"] + sizes["test"] if evaluates == "all" else 0)
+        rates[(method, row["model"])] = Rates.from_row(row, sizes["train"], n_eval, evaluates)
+    packing = {}
+    if args.colocate_from and Path(args.colocate_from).exists():
+        pk = pd.read_csv(args.colocate_from)
+        packing = {"harness": float(pk["speedup_over_k1"].max())}
+    packed_seeds = {}
+    if args.packed_seeds_from and Path(args.packed_seeds_from).exists():
+        measured_on = (
+            "cuda" if any(r.get("ran_on", "").startswith("NVIDIA") for r in rows) else device
+        )
+        packed_seeds = packed_seed_speedups(pd.read_csv(args.packed_seeds_from), measured_on, 3)
+    table = project(rates, packing=packing, packed_seeds=packed_seeds)
+    machine = next((r["ran_on"] for r in rows if r.get("ran_on")), None)
+    facts = {"machine": machine} if machine else machine_facts(device)
+    table["machine"] = facts["machine"]
+    pd.DataFrame(measured).drop(columns=["traceback"], errors="ignore").to_csv(
+        out / "projection_rates.csv", index=False
+    )
+    table.to_csv(out / "projection.csv", index=False)
+    tot = totals(table)
+    tot["machine"] = facts["machine"]
+    tot.to_csv(out / "projection_totals.csv", index=False)
+    print(tot.to_string(index=False))
+    return 0

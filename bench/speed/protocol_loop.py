@@ -10,13 +10,19 @@ from this loop by more than seed noise, the harness has a bug.
 from __future__ import annotations
 
 import copy
+import json
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bench.data.medmnist import MedMNISTDataModule
 from bench.metrics import classification_metrics
 from bench.models import build_model
+from bench.paths import conf_dir
+from bench.speed.runners import model_options
+from bench.toolkit import resolve_device
 
 
 def plain_protocol_run(
@@ -101,3 +107,25 @@ def plain_protocol_run(
         "seconds": round(time.perf_counter() - t0, 1),
         "device": device,
     }
+
+
+def plain_protocol(args) -> int:
+    """``bench-speed protocol FLAG``: the plain loop over ``--seeds``, one CSV row per seed."""
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    options = model_options(args.model, conf_dir())
+    rows = []
+    for seed in args.seeds:
+        row = plain_protocol_run(
+            args.plain_protocol, args.data_dir, options, seed, args.protocol_epochs, device
+        )
+        row["model"] = args.model
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        with (out / "plain_protocol.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    pd.DataFrame(rows).to_csv(
+        out / f"plain_protocol_{args.plain_protocol}_{args.model}.csv", index=False
+    )
+    return 0

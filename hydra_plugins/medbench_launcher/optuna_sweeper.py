@@ -1,7 +1,7 @@
 """``hparams_search=<preset>``: an Optuna study through Hydra's multirun (see bench.search).
 
 Asks Optuna for ``n_jobs`` trials at a time, launches them as ordinary jobs through the
-configured launcher (basic, joblib or gpu_pack), tells Optuna each job's returned validation
+configured launcher (basic, joblib or colocate), tells Optuna each job's returned validation
 score (or that it was pruned or failed), until the study holds ``n_trials`` finished trials.
 """
 
