@@ -21,7 +21,7 @@ setup(
     + mapped("bench.conf", "conf")
     + mapped("bench.reference", "results/reference"),
     package_dir={"bench.conf": "conf", "bench.reference": "results/reference"},
-    package_data={"": ["*.yaml", "*.csv"]},
+    package_data={"": ["*.yaml", "*.csv"], "bench.report": ["templates/*.j2", "static/*"]},
     # per-machine settings stay on the machine
     exclude_package_data={"bench.conf.local": ["*.yaml"]},
 )

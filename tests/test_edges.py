@@ -340,7 +340,7 @@ def test_robust_on_a_non_medmnist_run_uses_the_generic_set(make_cfg, tmp_path):
 
 # -- 13. one computation behind the leaderboard and the report -------------------------------------
 def test_report_and_leaderboard_share_one_bootstrap_and_unit(tmp_path, monkeypatch):
-    import bench.report as report
+    import bench.report.page as report
     from bench.board import BOOTSTRAP_RESAMPLES
     from bench.commands.leaderboard import parser
     from bench.toolkit import BOOTSTRAP_RESAMPLES as CLI_DEFAULT

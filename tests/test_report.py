@@ -185,7 +185,7 @@ def test_search_view_shows_trials_values_and_importance(tmp_path):
     trial, parallel coordinates, and fANOVA importance once there are >= 10 trials; the value
     that drives the objective is the most important."""
     from bench.records import RunRecord, RunStore
-    from bench.report import param_importances, search_frame
+    from bench.report.analysis import param_importances, search_frame
 
     store = RunStore(tmp_path / "runs")
     rng = np.random.default_rng(0)
