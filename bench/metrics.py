@@ -6,11 +6,13 @@ AUC and ACC follow medmnist's ``Evaluator`` exactly, so numbers compare with the
 - multi-class and ordinal-regression: mean one-vs-rest AUC over classes, ACC of the argmax;
 - multi-label: mean per-label AUC, mean per-label ACC at 0.5.
 
-Also macro F1/precision/recall/specificity, balanced accuracy (mean per-class recall; for
-multi-label the mean over labels of (sensitivity + specificity) / 2), Matthews correlation (MCC,
-multi-class form; mean over labels for multi-label), top-label ECE with 15 bins (mean per label
-for multi-label), the Brier score (mean squared error of the probabilities: over the positive
-column for binary and per label for multi-label, summed over classes for multi-class) and the
+Also macro F1/precision/recall/specificity (a class absent from the split is left out of the
+macro means and its per-class recall and F1 are NaN, never 0), balanced accuracy (mean
+per-class recall over the classes present; for multi-label the mean over labels of
+(sensitivity + specificity) / 2), Matthews correlation (MCC, multi-class form; mean over labels
+for multi-label), top-label ECE with 15 bins (mean per label for multi-label), the Brier score
+(mean squared error of the probabilities: over the positive column for binary and per label for
+multi-label, summed over classes for multi-class) and the
 negative log-likelihood (NLL) of the true class.
 
 Everything is computed on the tensors' own device and returned as tensors first
@@ -69,6 +71,90 @@ def hard_predictions(y_score: torch.Tensor, task: str) -> torch.Tensor:
     return y_score.argmax(dim=1)
 
 
+def _mean_over(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of per-class ``values`` over the classes ``keep`` marks (NaN when none)."""
+    return torch.where(keep, values, torch.nan).nanmean()
+
+
+def _multilabel_fns(t: torch.Tensor, y_score: torch.Tensor) -> dict:
+    L = y_score.shape[1]
+    nan = torch.tensor(torch.nan, device=y_score.device)
+    eps = 1e-12
+    # a label that is all 0 or all 1 in the split has no ROC curve: left out of the mean
+    both = (t.sum(0) > 0) & (t.sum(0) < t.shape[0])
+    return {
+        "auc": lambda: _mean_over(C.multilabel_auroc(y_score, t, L, average="none"), both),
+        "acc": lambda: C.multilabel_accuracy(y_score, t, L, threshold=0.5, average="macro"),
+        "f1": lambda: C.multilabel_f1_score(y_score, t, L, average="macro"),
+        "precision": lambda: C.multilabel_precision(y_score, t, L, average="macro"),
+        "recall": lambda: C.multilabel_recall(y_score, t, L, average="macro"),
+        "specificity": lambda: C.multilabel_specificity(y_score, t, L, average="macro"),
+        "balanced_acc": lambda: (
+            (
+                C.multilabel_recall(y_score, t, L, average=None)
+                + C.multilabel_specificity(y_score, t, L, average=None)
+            ).mean()
+            / 2
+        ),
+        "mcc": lambda: torch.where(
+            both,
+            torch.stack([C.binary_matthews_corrcoef(y_score[:, i], t[:, i]) for i in range(L)]),
+            nan,
+        ).nanmean(),
+        "ece": lambda: torch.stack(
+            [
+                C.binary_calibration_error(y_score[:, i].contiguous(), t[:, i], n_bins=15)
+                for i in range(L)
+            ]
+        ).mean(),
+        "brier": lambda: ((y_score - t.float()) ** 2).mean(),
+        "nll": lambda: (
+            -(
+                t * torch.log(y_score.clamp_min(eps))
+                + (1 - t) * torch.log((1 - y_score).clamp_min(eps))
+            ).mean()
+        ),
+    }
+
+
+def _single_label_fns(t: torch.Tensor, y_score: torch.Tensor, task: str) -> dict:
+    K = y_score.shape[1]
+    nan = torch.tensor(torch.nan, device=y_score.device)
+    binary = task == "binary-class"
+    preds = hard_predictions(y_score, task)
+    # a class absent from the split has no recall, no F1 and no one-vs-rest curve: it is left
+    # out of the macro means (never scored as 0); precision counts the classes predicted too
+    present = torch.bincount(t, minlength=K)[:K] > 0
+    predicted = torch.bincount(preds, minlength=K)[:K] > 0
+    defined = present.sum() >= 2
+    recall = lambda: C.multiclass_recall(preds, t, K, average="none")  # noqa: E731
+    return {
+        "auc": lambda: torch.where(
+            defined,
+            C.binary_auroc(y_score[:, -1], t)
+            if binary
+            else _mean_over(C.multiclass_auroc(y_score, t, K, average="none"), present),
+            nan,
+        ),
+        "acc": lambda: (preds == t).float().mean(),
+        "f1": lambda: _mean_over(C.multiclass_f1_score(preds, t, K, average="none"), present),
+        "precision": lambda: _mean_over(
+            C.multiclass_precision(preds, t, K, average="none"), present | predicted
+        ),
+        "recall": lambda: _mean_over(recall(), present),
+        "specificity": lambda: C.multiclass_specificity(preds, t, K, average="macro"),
+        "balanced_acc": lambda: _mean_over(recall(), present),
+        "mcc": lambda: torch.where(defined, C.multiclass_matthews_corrcoef(preds, t, K), nan),
+        "ece": lambda: C.multiclass_calibration_error(y_score, t, K, n_bins=15),
+        "brier": lambda: (
+            ((y_score[:, -1] - t.float()) ** 2).mean()
+            if binary
+            else ((y_score - torch.nn.functional.one_hot(t, K).float()) ** 2).sum(1).mean()
+        ),
+        "nll": lambda: -torch.log(y_score.gather(1, t[:, None]).clamp_min(1e-12)).mean(),
+    }
+
+
 def classification_metric_tensors(
     y_true, y_score, task: str, metrics: tuple[str, ...] = CLASSIFICATION_METRICS
 ) -> dict[str, torch.Tensor]:
@@ -79,86 +165,23 @@ def classification_metric_tensors(
     """
     y_true = _as_tensor(y_true)
     y_score = _as_tensor(y_score).float()
-    eps = 1e-12
-    nan = torch.tensor(torch.nan, device=y_score.device)
     if task == "multi-label":
         t = y_true.reshape(y_score.shape).long().to(y_score.device)
-        L = y_score.shape[1]
-        # a label that is all 0 or all 1 in the split has no ROC curve: left out of the mean
-        both = (t.sum(0) > 0) & (t.sum(0) < t.shape[0])
-        fns = {
-            "auc": lambda: torch.where(
-                both, C.multilabel_auroc(y_score, t, L, average="none"), nan
-            ).nanmean(),
-            "acc": lambda: C.multilabel_accuracy(y_score, t, L, threshold=0.5, average="macro"),
-            "f1": lambda: C.multilabel_f1_score(y_score, t, L, average="macro"),
-            "precision": lambda: C.multilabel_precision(y_score, t, L, average="macro"),
-            "recall": lambda: C.multilabel_recall(y_score, t, L, average="macro"),
-            "specificity": lambda: C.multilabel_specificity(y_score, t, L, average="macro"),
-            "balanced_acc": lambda: (
-                (
-                    C.multilabel_recall(y_score, t, L, average=None)
-                    + C.multilabel_specificity(y_score, t, L, average=None)
-                ).mean()
-                / 2
-            ),
-            "mcc": lambda: torch.where(
-                both,
-                torch.stack([C.binary_matthews_corrcoef(y_score[:, i], t[:, i]) for i in range(L)]),
-                nan,
-            ).nanmean(),
-            "ece": lambda: torch.stack(
-                [
-                    C.binary_calibration_error(y_score[:, i].contiguous(), t[:, i], n_bins=15)
-                    for i in range(L)
-                ]
-            ).mean(),
-            "brier": lambda: ((y_score - t.float()) ** 2).mean(),
-            "nll": lambda: (
-                -(
-                    t * torch.log(y_score.clamp_min(eps))
-                    + (1 - t) * torch.log((1 - y_score).clamp_min(eps))
-                ).mean()
-            ),
-        }
+        fns = _multilabel_fns(t, y_score)
     else:
         t = y_true.reshape(-1).long().to(y_score.device)
-        K = y_score.shape[1]
-        binary = task == "binary-class"
-        preds = hard_predictions(y_score, task)
-        # AUC and MCC need two classes among the true labels; a class absent from the split
-        # has no one-vs-rest curve and is left out of the macro mean (it is not scored as 0)
-        present = torch.bincount(t, minlength=K)[:K] > 0
-        defined = present.sum() >= 2
-        fns = {
-            "auc": lambda: torch.where(
-                defined,
-                C.binary_auroc(y_score[:, -1], t)
-                if binary
-                else torch.where(
-                    present, C.multiclass_auroc(y_score, t, K, average="none"), nan
-                ).nanmean(),
-                nan,
-            ),
-            "acc": lambda: (preds == t).float().mean(),
-            "f1": lambda: C.multiclass_f1_score(preds, t, K, average="macro"),
-            "precision": lambda: C.multiclass_precision(preds, t, K, average="macro"),
-            "recall": lambda: C.multiclass_recall(preds, t, K, average="macro"),
-            "specificity": lambda: C.multiclass_specificity(preds, t, K, average="macro"),
-            "balanced_acc": lambda: C.multiclass_recall(preds, t, K, average="macro"),
-            "mcc": lambda: torch.where(defined, C.multiclass_matthews_corrcoef(preds, t, K), nan),
-            "ece": lambda: C.multiclass_calibration_error(y_score, t, K, n_bins=15),
-            "brier": lambda: (
-                ((y_score[:, -1] - t.float()) ** 2).mean()
-                if binary
-                else ((y_score - torch.nn.functional.one_hot(t, K).float()) ** 2).sum(1).mean()
-            ),
-            "nll": lambda: -torch.log(y_score.gather(1, t[:, None]).clamp_min(eps)).mean(),
-        }
+        fns = _single_label_fns(t, y_score, task)
     with warnings.catch_warnings():
         # a class absent from the split: its terms are masked out above (NaN, never 0)
         warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
         return {name: fns[name]().float() for name in metrics}
+
+
+def absent_classes(y_true, num_classes: int) -> list[int]:
+    """Classes of a single-label split without a sample (left out of its macro means)."""
+    t = _as_tensor(y_true).reshape(-1).long().cpu()
+    counts = torch.bincount(t, minlength=num_classes)[:num_classes]
+    return [c for c in range(num_classes) if counts[c] == 0]
 
 
 def classification_metrics(
@@ -195,16 +218,26 @@ def per_class_table(y_true, y_score, task: str, names: list[str] | None = None) 
             "specificity": C.multiclass_specificity(pred, t, k, average=None),
             "f1": C.multiclass_f1_score(pred, t, k, average=None),
         }
-        support = torch.bincount(t, minlength=k)
+        support = torch.bincount(t, minlength=k)[:k]
+        predicted = torch.bincount(pred, minlength=k)[:k]
+        # a class without samples has no recall and no F1; precision only where predicted
+        absent = support == 0
+        for m in ("recall", "f1"):
+            cols[m] = torch.where(absent, torch.nan, cols[m].float())
+        cols["precision"] = torch.where(absent & (predicted == 0), torch.nan, cols["precision"])
     names = list(names or [str(i) for i in range(k)])
     return [
         {
             "class": names[c] if c < len(names) else str(c),
-            **{m: round(float(v[c]), 6) for m, v in cols.items()},
+            **{m: _rounded(float(v[c])) for m, v in cols.items()},
             "support": int(support[c]),
         }
         for c in range(k)
     ]
+
+
+def _rounded(v: float) -> float:
+    return v if v != v else round(v, 6)
 
 
 # -- segmentation -----------------------------------------------------------------------------

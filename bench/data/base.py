@@ -375,10 +375,12 @@ def as_trainer_dtype(x: torch.Tensor, trainer) -> torch.Tensor:
 def class_coverage_notes(raw: dict, spec: DataSpec) -> list[str]:
     """Check which classes each split holds (single-label classification).
 
-    A validation split with fewer than two classes leaves AUC, the selection metric, undefined:
-    that is an error, raised before training. A test split with one class gets NaN AUC/MCC, and
-    a training split without a class the other splits have is warned about; both are returned
-    as notes for the record.
+    A validation split with fewer than two classes leaves AUC, the selection metric, undefined,
+    and one that lacks a class the training split teaches would select the epoch on the other
+    classes alone (val AUC 1.0 beside val accuracy 0.0): both are errors, raised before training.
+    A test split with one class gets NaN AUC/MCC; a test split without some class has that class
+    left out of its macro means (NaN per-class cells); a training split without a class the
+    other splits have is warned about. These are returned as notes for the record.
     """
     if spec.kind != "classification" or spec.task == "multi-label":
         return []
@@ -397,7 +399,21 @@ def class_coverage_notes(raw: dict, spec: DataSpec) -> list[str]:
             f"({len(raw['val'][1])} samples): validation AUC, by which the best epoch is "
             "selected, is undefined; give the val split samples of at least two classes"
         )
+    lacking = sorted(set(present.get("train", [])) - set(present.get("val", present["train"])))
+    if lacking:
+        raise DataFormatError(
+            f"the val split of {spec.name} has no samples of class {label(lacking)}, which the "
+            "train split holds: the best epoch would be selected without it; give the val split "
+            "samples of every class (or use data.cv.folds=5 for stratified folds)"
+        )
     notes = []
+    absent_test = sorted(set(range(len(names))) - set(present.get("test", range(len(names)))))
+    if absent_test and len(present.get("test", [])) >= 2:
+        notes.append(
+            f"the test split of {spec.name} has no samples of class {label(absent_test)}: it is "
+            "left out of the test macro means (AUC, recall, balanced accuracy, F1) and its "
+            "per-class recall and F1 are NaN"
+        )
     if len(present.get("test", [0, 1])) < 2:
         notes.append(
             f"the test split of {spec.name} holds only class {label(present['test'])}: test "
