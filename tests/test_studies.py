@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 
 from bench.board.cross import publish_cross, study_rows
-from bench.board.merge import merge_published
+from bench.board.outputs import markdown
+from bench.board.publish import merge_legacy
 from bench.speed.eta import parse_row
 from bench.stats import friedman_min_p, friedman_nemenyi
+
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -148,7 +151,7 @@ def test_study_rows_leave_out_ensembles_and_cross_validation(tmp_path):
     assert sorted(rows["test_auc_mean"]) == [0.8, 0.9]
 
 
-def test_keep_published_adds_new_rows_and_reranks(tmp_path):
+def test_legacy_rows_stay_marked_until_runs_of_their_model_replace_them(tmp_path):
     from bench.board.aggregate import rank
 
     old = pd.DataFrame(
@@ -157,31 +160,35 @@ def test_keep_published_adds_new_rows_and_reranks(tmp_path):
             "config_id": ["a1", "b1"],
             "kind": "classification",
             "model": ["a", "b"],
+            "scheme": "scratch",
             "ensemble": False,
             "test_auc_mean": [0.9, 0.7],
             "test_auc_ci95_lo": [0.88, 0.68],
             "test_auc_ci95_hi": [0.92, 0.72],
+            "runs_commit": "170c3d9f7f65",
         }
     )
-    rank(old).to_csv(tmp_path / "leaderboard.csv", index=False)
+    old.to_csv(tmp_path / "legacy.csv", index=False)
     new = rank(
-        old.iloc[1:].assign(
-            config_id="c1",
-            model="c",
-            test_auc_mean=0.95,
-            test_auc_ci95_lo=0.94,
+        old.iloc[1:].drop(columns="runs_commit").assign(
+            config_id="c1", model="c", test_auc_mean=0.95, test_auc_ci95_lo=0.94,
             test_auc_ci95_hi=0.96,
         )
-    )
-    merged = merge_published(new, tmp_path / "leaderboard.csv", None)
-    assert list(merged["model"]) == ["c", "a", "b"]
-    assert list(merged["rank"]) == [1, 2, 3]
-    assert merged.attrs["kept_config_ids"] == ["a1", "b1"]
-    # a configuration the store holds again replaces its published row
-    again = rank(old.iloc[:1].assign(test_auc_mean=0.5, test_auc_ci95_lo=0.4, test_auc_ci95_hi=0.6))
-    merged = merge_published(again, tmp_path / "leaderboard.csv", None)
-    assert merged.set_index("config_id").loc["a1", "test_auc_mean"] == 0.5
-    assert len(merged) == 2
+    )  # fmt: skip
+    merged = merge_legacy(new, tmp_path / "legacy.csv", None)
+    assert list(merged["model"]) == ["c", "a", "b"] and list(merged["rank"]) == [1, 2, 3]
+    assert list(merged["runs_in_repo"]) == [True, False, False]
+    assert "†" in markdown(merged)
+    # runs of model "a" (any config id: retrained on another machine) replace its legacy row
+    again = rank(old.iloc[:1].drop(columns="runs_commit").assign(config_id="a2"))
+    merged = merge_legacy(again, tmp_path / "legacy.csv", None)
+    assert sorted(merged["config_id"]) == ["a2", "b1"]
+    assert merged.set_index("config_id")["runs_in_repo"].to_dict() == {"a2": True, "b1": False}
+
+
+def test_keep_published_is_retired_with_the_way_to_add_runs(tmp_path):
+    proc = run_cli(["bench-leaderboard", "--keep-published", "--publish"], tmp_path)
+    assert proc.returncode == 2 and "--add-runs" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_eta_rows_parse_and_name_the_mistake():

@@ -17,16 +17,20 @@ from pathlib import Path
 import pandas as pd
 
 from bench.board import board_from_records
-from bench.board.compare import compare_all, compare_pair, matrix_of, rank_test
-from bench.board.merge import merge_per_class, merge_published
+from bench.board.compare import compare_pair
+from bench.board.cross import publish_cross
 from bench.board.notes import render_notes, replace_notes
-from bench.board.outputs import write_csv, write_outputs, write_provenance
+from bench.board.publish import (
+    StudyOptions,
+    add_runs,
+    publish_study,
+    read_manifest,
+    write_study,
+)
 from bench.board.select import check_metric, printed_table, select_records
 from bench.errors import ConfigError
-from bench.io import atomic_write_text
 from bench.metrics import CLASSIFICATION_METRICS
 from bench.records import RunStore
-from bench.stats import cd_diagram
 from bench.tracking import resolve_wandb_mode
 
 
@@ -45,8 +49,14 @@ def study_dir(args: argparse.Namespace) -> Path:
     return Path(args.out) if args.out else Path("results") / (args.name or "")
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> int:
-    """The command body of bench-leaderboard (errors are reported by :func:`main`)."""
+def _special(args: argparse.Namespace, argv: list[str]) -> int | None:
+    """The modes that read no run store of their own: notes only, cross-data-set, publishing
+    every study from its committed runs, adding runs to a study. None for the ordinary board."""
+    if args.keep_published:
+        raise ConfigError(
+            "--keep-published is retired: a published row needs its runs; copy them into the "
+            "study with --add-runs STORE --name STUDY, then bench-leaderboard --publish-all"
+        )
     if args.notes_only:  # a published study whose run store is elsewhere: notes only
         if not args.notes:
             raise ConfigError("--notes-only re-renders study notes: give --notes FILE")
@@ -54,9 +64,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         replace_notes(out / "README.md", render_notes(Path(args.notes).read_text(), out))
         print(f"wrote {out / 'README.md'} (notes from {args.notes})")
         return 0
+    if args.add_runs:
+        if not args.name:
+            raise ConfigError("--add-runs copies runs into a study: give --name STUDY")
+        added = add_runs([Path(s) for s in args.add_runs], study_dir(args), args.dataset)
+        print(f"added {len(added)} run(s) to {study_dir(args) / 'runs'}")
+        return 0
+    if args.publish_all:
+        results = Path(args.publish_all)
+        for study in read_manifest(results):
+            written = publish_study(results, study, ["--publish-all", str(results)])
+            print(f"{study.name}: wrote {len(written)} files")
+        args.cross_dataset, args.rank_test = str(results), True
     if args.cross_dataset:
-        from bench.board.cross import publish_cross
-
         if not Path(args.cross_dataset).is_dir():
             raise ConfigError(f"--cross-dataset {args.cross_dataset}: no such folder")
         written = publish_cross(
@@ -65,14 +85,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         for path in written:
             print(f"wrote {path}")
         return 0
-    ci = _ci_metrics(args.ci_metrics)
-    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
-        raise ConfigError(
-            f"--name {args.name!r} must be a plain folder name (letters, digits, _ . -); "
-            "use --out for another location"
-        )
+    return None
+
+
+def _read_stores(stores: list[str]) -> list:
     records, problems = [], []
-    for store in args.runs_dir:
+    for store in stores:
         if not Path(store).is_dir():
             raise ConfigError(
                 f"--runs-dir {store}: no such folder; give the paths.runs_dir of your runs "
@@ -83,7 +101,36 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         problems += bad
     for line in problems:
         print(f"warning: skipped unreadable record {line}", file=sys.stderr)
-    records = select_records(records, args.dataset, args.where)
+    return records
+
+
+def _study_options(args: argparse.Namespace) -> StudyOptions:
+    return StudyOptions(
+        name=args.name or "",
+        reference=args.reference,
+        ensembles=args.ensembles,
+        compare_all=args.compare_all,
+        rank_test=args.rank_test,
+        metric=args.metric,
+        notes=args.notes if args.publish else None,
+        recipe=args.recipe,
+        n_boot=args.n_boot,
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """The command body of bench-leaderboard (errors are reported by :func:`main`)."""
+    special = _special(args, argv)
+    if special is not None:
+        return special
+    ci = _ci_metrics(args.ci_metrics)
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        raise ConfigError(
+            f"--name {args.name!r} must be a plain folder name (letters, digits, _ . -); "
+            "use --out for another location"
+        )
+    records = select_records(_read_stores(args.runs_dir), args.dataset, args.where)
     board = board_from_records(
         records, args.metric, args.reference, args.n_boot, ci, args.seed, args.ensembles
     )
@@ -100,77 +147,31 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     # what a reader must know about the numbers (an undefined metric stored as NaN, ...), once
     for note in sorted({n for r in board.records.values() if r.done for n in r.notes or []}):
         print(f"note: {note}")
-    table = board.table
     if args.compare:
         metric = (args.metric or "test_auc").removeprefix("test_")
-        print(
-            compare_pair(
-                board.runs,
-                table,
-                *args.compare,
-                args.dataset,
-                metric,
-                args.n_boot or 1000,
-                args.seed,
-            )
-        )
+        pair = compare_pair(
+            board.runs, board.table, *args.compare, args.dataset, metric, args.n_boot or 1000,
+            args.seed,
+        )  # fmt: skip
+        print(pair)
         return 0
-    out = study_dir(args)
-    previous_per_class = None
-    if args.keep_published:
-        if not args.publish:
-            raise ConfigError("--keep-published adds to a published study: give --publish too")
-        table = merge_published(table, out / "leaderboard.csv", args.metric)
-        if (out / "per_class.csv").exists():
-            previous_per_class = pd.read_csv(out / "per_class.csv")
-    written = write_outputs(table, out, board.records)
-    notes: list[str] = []
-    kept = table.attrs.get("kept_config_ids", [])
-    if kept:
-        merge_per_class(out / "per_class.csv", previous_per_class, kept)
-        print(f"kept {len(kept)} published configuration(s) this store does not hold")
-        notes.append(
-            f"{len(kept)} configuration(s) kept from the earlier publication of this study "
-            "(`--keep-published`: their runs are not in this store); `compare/` is rewritten "
-            "only with --compare-all over a store that holds every row"
-        )
-    if args.compare_all:
-        metric = args.metric
-        for ds, pairs in compare_all(
-            board.runs, table, metric, args.n_boot or 1000, args.seed
-        ).items():
-            written.append(write_csv(out / "compare" / f"{ds}.csv", pairs))
-            matrix = matrix_of(pairs)
-            atomic_write_text(
-                out / "compare" / f"{ds}_p_holm.csv", matrix.to_csv(float_format="%.4g")
-            )
-            sig = int(pairs["significant"].sum())
-            notes.append(f"{ds}: {sig} of {len(pairs)} pairs differ at Holm-adjusted p < 0.05")
-    if args.rank_test:
-        test = rank_test(table, args.metric or "test_auc")
-        notes.append(test.note)
-        if test.ran:
-            written.append(
-                write_csv(out / "friedman_ranks.csv", test.ranks.rename("mean_rank").reset_index())
-            )
-            atomic_write_text(out / "nemenyi.csv", test.nemenyi.to_csv(float_format="%.4g"))
-            written.append(cd_diagram(test, out / "cd_diagram.png"))
-    for n in notes:
-        print(n)
-    if args.publish:
-        # the notes' figures are read from the CSVs just written (bench/board/notes.py)
-        narrative = render_notes(Path(args.notes).read_text(), out) if args.notes else None
-        written.append(
-            write_provenance(out, argv, table, args.recipe, notes, board.records, narrative)
-        )
+    written = _write(args, argv, board)
     if args.wandb:
-        log_to_wandb(table, {r.sweep_group for r in board.records.values() if r.done}, out)
+        log_to_wandb(board.table, {r.sweep_group for r in board.records.values() if r.done},
+                     study_dir(args))  # fmt: skip
     with pd.option_context(
         "display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format
     ):
-        print(printed_table(table).to_string(index=False, na_rep=""))
-    print(f"wrote {written[0]} ({len(table)} rows)")
+        print(printed_table(board.table).to_string(index=False, na_rep=""))
+    print(f"wrote {written[0]} ({len(board.table)} rows)")
     return 0
+
+
+def _write(args: argparse.Namespace, argv: list[str], board) -> list[Path]:
+    """The board's files (with --compare-all/--rank-test their tables); with --publish the
+    study's provenance README and notes too."""
+    study = _study_options(args)
+    return write_study(board.table, board, study, study_dir(args), argv, readme=args.publish)
 
 
 def log_to_wandb(table: pd.DataFrame, groups: set, out: Path, project: str = "medbench") -> None:

@@ -67,7 +67,7 @@ def markdown(board: pd.DataFrame) -> str:
             runs = f"ens×{int(r['n_members'])}" if r.get("ensemble") else str(r.get("n_runs", ""))
             cells = [
                 _num(r.get("rank"), ".0f"),
-                str(r["model"]),
+                str(r["model"]) + (" †" if str(r.get("runs_in_repo")).lower() == "false" else ""),
                 str(r["scheme"]),
                 *[str(r.get(c, "")) if r.get(c) is not None else "" for c in cols],
                 str(r.get("epochs", "")),
@@ -103,7 +103,7 @@ def per_class_frame(board: pd.DataFrame, records: dict[str, RunRecord]) -> pd.Da
     for _, r in board.iterrows():
         if r.get("ensemble") or r.get("kind") != "classification":
             continue
-        # rows kept from a published table (--keep-published) have no records here
+        # legacy rows (their runs not in the repository) have no records here
         ids = [i for i in str(r["run_ids"]).split(";") if i in records]
         tables = [records[i].per_class.get("test") for i in ids]
         tables = [t for t in tables if t]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from bench.commands._common import exit_with, new_parser, run_tool
@@ -11,7 +12,9 @@ EXAMPLES = """examples:
   bench-leaderboard --runs-dir runs                  # results/leaderboard.csv (+ .md)
   bench-leaderboard --runs-dir runs --name pneumoniamnist --reference --publish
   bench-leaderboard --runs-dir runs --compare resnet18 bccnn --dataset pneumoniamnist
-  bench-leaderboard --runs-dir runs --compare-all --rank-test --ensembles"""
+  bench-leaderboard --runs-dir runs --compare-all --rank-test --ensembles
+  bench-leaderboard --add-runs runs/published --name breastmnist --dataset breastmnist
+  bench-leaderboard --publish-all                    # every study from its committed runs"""
 
 
 def parser():
@@ -50,8 +53,22 @@ def parser():
     p.add_argument(
         "--keep-published",
         action="store_true",
-        help="with --publish: keep the published rows whose runs this store lacks (trained "
-        "elsewhere) and add this store's rows",
+        help=argparse.SUPPRESS,  # retired: a published number needs its runs (--add-runs)
+    )
+    p.add_argument(
+        "--add-runs",
+        nargs="+",
+        metavar="STORE",
+        help="copy the finished runs of these stores (record, predictions, curve; no weights) "
+        "into results/<--name>/runs, the study's committed store; then --publish-all",
+    )
+    p.add_argument(
+        "--publish-all",
+        nargs="?",
+        const="results",
+        metavar="RESULTS_DIR",
+        help="rebuild every study of RESULTS_DIR/studies.yaml from its committed runs, then the "
+        "cross-data-set page (default results)",
     )
     p.add_argument(
         "--cross-dataset",
