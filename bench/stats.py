@@ -299,3 +299,47 @@ def cd_diagram(test: RankTest, path: Path) -> Path | None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def paired_wilcoxon_holm(
+    values: pd.DataFrame, alpha: float = 0.05, higher_is_better: bool = True
+) -> pd.DataFrame:
+    """Every pair of models compared on matched (data set, seed) cells, as MedMNIST+ does:
+    ``values`` has one row per cell (index) and one column per model; a pair uses the cells
+    both have. Wilcoxon's signed-rank test (exact, two-sided; scipy), Holm-corrected over the
+    pairs. Columns: a, b, n_pairs, mean_diff (a - b), wins_a, statistic, p, p_holm,
+    significant, min_possible_p (2 / 2**n: below ``alpha`` only from 6 pairs on)."""
+    from scipy.stats import wilcoxon
+
+    rows = []
+    models = list(values.columns)
+    for i, a in enumerate(models):
+        for b in models[i + 1 :]:
+            both = values[[a, b]].dropna()
+            diff = (both[a] - both[b]).to_numpy(float)
+            if not higher_is_better:
+                diff = -diff
+            n = len(diff)
+            if n == 0 or not np.any(diff):
+                stat, p = float("nan"), 1.0
+            else:
+                res = wilcoxon(diff, alternative="two-sided", method="auto", zero_method="wilcox")
+                stat, p = float(res.statistic), float(res.pvalue)
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "n_pairs": n,
+                    "mean_diff": float(diff.mean()) if n else float("nan"),
+                    "wins_a": int((diff > 0).sum()),
+                    "statistic": stat,
+                    "p": p,
+                    "min_possible_p": wilcoxon_min_p(n),
+                }
+            )
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["p_holm"] = holm(out["p"].to_numpy())
+    out["significant"] = out["p_holm"] < alpha
+    return out

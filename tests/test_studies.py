@@ -225,3 +225,67 @@ def test_eta_of_an_unknown_model_is_one_line(tmp_path):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Could not find 'model/nosuchmodel'" in lines[0], proc.stderr
+
+
+def _published_csvs(results: Path) -> dict[str, str]:
+    """Every CSV --publish-all writes: the studies' tables and the cross-data-set files."""
+    from bench.board.publish import read_manifest
+
+    names = {}
+    for study in read_manifest(results):
+        folder = results / study.name
+        for path in folder.rglob("*.csv"):
+            rel = path.relative_to(results)
+            if rel.parts[1] in ("runs",) or path.name in ("legacy.csv", "plain_loop.csv"):
+                continue
+            names[str(rel)] = path.read_text()
+    for name in ("cross_dataset.csv", "mean_ranks.csv", "friedman.csv", "nemenyi.csv",
+                 "wilcoxon.csv"):  # fmt: skip
+        if (results / name).exists():
+            names[name] = (results / name).read_text()
+    return names
+
+
+def test_published_csvs_are_rebuilt_from_the_committed_runs_alone(tmp_path):
+    """Copy results/ without a single generated CSV, rebuild with --publish-all: every committed
+    CSV comes back unchanged (the READMEs differ only in their timestamps)."""
+    import shutil
+
+    from bench.commands.leaderboard import main
+
+    results = ROOT / "results"
+    committed = _published_csvs(results)
+    assert any(name.startswith("breastmnist/") for name in committed)
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    for name in committed:  # nothing generated survives: each file must be rebuilt
+        (copy / name).unlink()
+    assert main(["--publish-all", str(copy)]) == 0
+    rebuilt = _published_csvs(copy)
+    assert sorted(rebuilt) == sorted(committed)
+    for name, text in committed.items():
+        assert rebuilt[name] == text, f"{name} differs when rebuilt from the committed runs"
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT[\d:+]+|aggregated at commit \w+|publish-all \S+")
+    for page in [Path("README.md"), *(Path(s) / "README.md" for s in ("breastmnist",))]:
+        assert stamp.sub("", (copy / page).read_text()) == stamp.sub(
+            "", (results / page).read_text()
+        )
+
+
+def test_add_runs_copies_records_and_predictions_never_weights(tmp_path):
+    import shutil
+
+    from bench.board.publish import add_runs
+
+    store = tmp_path / "runs"
+    run = store / "x_bccnn-s0-abc"
+    (run / "checkpoints").mkdir(parents=True)
+    src = next((ROOT / "results" / "breastmnist" / "runs").iterdir())
+    for f in src.iterdir():
+        shutil.copy(f, run / f.name)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    added = add_runs([store], tmp_path / "study")
+    assert added == [src.name]  # stored under the record's run id
+    copied = tmp_path / "study" / "runs" / added[0]
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in src.iterdir())
+    assert not (copied / "checkpoints").exists()

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from bench.board.outputs import mean_std, write_csv
+from bench.board.publish import MANIFEST, read_manifest, study_records
 from bench.errors import ConfigError
 from bench.io import atomic_write_text
 from bench.records import now_iso
-from bench.stats import RankTest, cd_diagram, friedman_nemenyi
+from bench.stats import RankTest, cd_diagram, friedman_nemenyi, paired_wilcoxon_holm
 
 # (model, scheme) of the records -> the name the design card (and the paper) give it
 CARD_MODELS = {
@@ -42,10 +43,21 @@ class CrossTables:
     test: RankTest
 
 
+def _cross_studies(results_dir: Path) -> set[str] | None:
+    """The studies the manifest puts on this page (None without a manifest: every folder)."""
+    if not (Path(results_dir) / MANIFEST).exists():
+        return None
+    return {s.name for s in read_manifest(results_dir) if s.cross_dataset}
+
+
 def study_rows(results_dir: Path) -> pd.DataFrame:
-    """Per-seed-averaged rows (no ensembles, no cross-validation) of every study folder."""
+    """Per-seed-averaged rows (no ensembles, no cross-validation) of every study folder (of
+    the manifest's studies on this page, when ``studies.yaml`` is there)."""
     frames: dict[str, pd.DataFrame] = {}
+    chosen = _cross_studies(results_dir)
     for csv in sorted(Path(results_dir).glob("*/leaderboard.csv")):
+        if chosen is not None and csv.parent.name not in chosen:
+            continue
         df = pd.read_csv(csv)
         df = df[~df["ensemble"].astype(str).str.lower().eq("true")]
         if "cv_folds" in df:
@@ -65,7 +77,37 @@ def study_rows(results_dir: Path) -> pd.DataFrame:
         for m, s in zip(rows["model"], rows["scheme"], strict=True)
     ]
     rows["volumetric"] = rows["dataset"].str.contains("3d")
+    if "runs_in_repo" not in rows:
+        rows["runs_in_repo"] = True
+    rows["runs_in_repo"] = rows["runs_in_repo"].astype(str).str.lower().ne("false")
     return rows
+
+
+def shown_rows(tables: CrossTables) -> pd.DataFrame:
+    """The row behind each cell of the 2D table (the best of a data set x model's rows)."""
+    rows = tables.rows.sort_values("test_auc_mean", ascending=False)
+    return rows.drop_duplicates(["dataset", "label"])
+
+
+def per_seed_values(results_dir: Path, tables: CrossTables, metric: str = "test_auc"):
+    """(data set, seed) x card model: the per-seed test metric of the runs behind each cell,
+    read from the studies' committed records (cells of legacy rows have none)."""
+    shown = shown_rows(tables)
+    wanted = {(r.dataset, str(r.config_id)): r.label for r in shown.itertuples() if r.runs_in_repo}
+    cells = []
+    for study in read_manifest(results_dir):
+        if not study.cross_dataset:
+            continue
+        for rec in study_records(results_dir, study):
+            label = wanted.get((rec.dataset, str(rec.config_id)))
+            value = rec.test.get(metric.removeprefix("test_")) if rec.done else None
+            if label is not None and value is not None:
+                cells.append({"dataset": rec.dataset, "seed": rec.seed, label: value})
+    if not cells:
+        return pd.DataFrame()
+    frame = pd.DataFrame(cells).groupby(["dataset", "seed"]).first()
+    order = [m for m in CARD_MODELS.values() if m in frame.columns]
+    return frame[order]
 
 
 def cross_tables(rows: pd.DataFrame, metric: str = "test_auc") -> CrossTables:
@@ -87,7 +129,13 @@ def _link(study: str, dataset: str) -> str:
     return f"[{dataset}]({study}/README.md)"
 
 
-def render(tables: CrossTables, rows: pd.DataFrame, cd_png: str | None, command: str) -> str:
+def render(
+    tables: CrossTables,
+    rows: pd.DataFrame,
+    cd_png: str | None,
+    command: str,
+    wilcoxon: pd.DataFrame | None = None,
+) -> str:
     """The Markdown of ``results/README.md``."""
     t = tables
     lines = [
@@ -115,7 +163,8 @@ def render(tables: CrossTables, rows: pd.DataFrame, cd_png: str | None, command:
                 cells.append("")
                 continue
             r = hit.sort_values("test_auc_mean", ascending=False).iloc[0]
-            cells.append(f"{mean_std(r, 'test_auc')} ({t.ranks.loc[ds, label]:g})")
+            mark = "" if r["runs_in_repo"] else " †"
+            cells.append(f"{mean_std(r, 'test_auc')} ({t.ranks.loc[ds, label]:g}){mark}")
         lines.append("| " + " | ".join(cells) + " |")
     mean_cells = [f"{t.mean_rank[c]:.2f}" if c in t.mean_rank else "" for c in t.matrix.columns]
     counts = [str(int(t.matrix[c].notna().sum())) for c in t.matrix.columns]
@@ -125,15 +174,71 @@ def render(tables: CrossTables, rows: pd.DataFrame, cd_png: str | None, command:
         "",
         f"Mean rank is over the data sets a model ran on (the `data sets` row). "
         f"{PAPER_MODELS[0]} and {PAPER_MODELS[1]} are the MedMNIST v2 paper's networks "
-        "(small stem); ResNet50 is timm's standard ImageNet layout.",
+        "(small stem); ResNet50 is timm's standard ImageNet layout. † marks a cell whose runs "
+        "are not in the repository (a legacy row of its study: trained before runs were "
+        "committed; the study page names its commit).",
         "",
         f"**Friedman / Nemenyi** over the models run on every 2D set "
         f"({', '.join(t.test.matrix.columns) or 'none'}): {t.test.note}.",
     ]
     if cd_png:
         lines += ["", f"![critical-difference diagram]({cd_png})"]
+    lines += ["", *_significance_lines(t.test), *_wilcoxon_lines(wilcoxon)]
     lines += ["", *_other_tables(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _significance_lines(test: RankTest, alpha: float = 0.05) -> list[str]:
+    """What the Nemenyi post-hoc says, pair by pair, and what it cannot say at this size."""
+    if not test.ran:
+        return []
+    nem = test.nemenyi
+    models = list(nem.columns)
+    pairs = [(a, b, float(nem.loc[a, b])) for i, a in enumerate(models) for b in models[i + 1 :]]
+    sig = [f"{a} vs {b} (p = {p:.3f})" for a, b, p in pairs if p < alpha]
+    floor = test.min_p if test.min_p is not None else float("nan")
+    out = [
+        f"Nemenyi, pairs with p < {alpha}: {'; '.join(sig) if sig else 'none'} "
+        f"(of {len(pairs)} pairs; nemenyi.csv). With {test.matrix.shape[0]} data sets "
+        f"the smallest p Friedman's test can give over these {len(models)} models is "
+        f"{floor:.4f}.",
+        "",
+    ]
+    return out
+
+
+def _wilcoxon_lines(table: pd.DataFrame | None) -> list[str]:
+    """The seed-aware test: Wilcoxon signed-rank over (data set, seed) pairs, Holm-corrected."""
+    if table is None or table.empty:
+        return []
+    out = [
+        "**Wilcoxon signed-rank over (data set, seed) pairs**, Holm-corrected over the pairs "
+        "(as MedMNIST+ compares models; wilcoxon.csv). Each cell pairs the two models' test "
+        "AUC on the same data set and seed; legacy cells (†) have no per-seed records and "
+        "are not in it.",
+        "",
+        "| A | B | pairs | mean Δ AUC (A − B) | A better | p | p (Holm) | smallest possible p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        out.append(
+            f"| {r.a} | {r.b} | {r.n_pairs} | {r.mean_diff:+.4f} | {r.wins_a} of {r.n_pairs} | "
+            f"{r.p:.4f} | {r.p_holm:.4f} | {r.min_possible_p:.4f} |"
+        )
+    sig = [f"{r.a} vs {r.b}" for r in table.itertuples() if r.significant]
+    unreachable = [f"{r.a} vs {r.b}" for r in table.itertuples() if r.min_possible_p >= 0.05]
+    out += [
+        "",
+        f"Significant after Holm at 0.05: {'; '.join(sig) if sig else 'none'}."
+        + (
+            f" Pairs with fewer than 6 matched cells cannot reach 0.05 at all: "
+            f"{'; '.join(unreachable)}."
+            if unreachable
+            else ""
+        ),
+        "",
+    ]
+    return out
 
 
 def _row_table(
@@ -232,7 +337,14 @@ def publish_cross(results_dir: Path, command: str, rank_test: bool = True) -> li
         png = cd_diagram(tables.test, results_dir / "cd_diagram.png")
     if png:
         written.append(png)
+    wilcoxon = None
+    if (results_dir / MANIFEST).exists():
+        values = per_seed_values(results_dir, tables)
+        if not values.empty:
+            wilcoxon = paired_wilcoxon_holm(values)
+            written.append(write_csv(results_dir / "wilcoxon.csv", wilcoxon))
     readme = results_dir / "README.md"
-    atomic_write_text(readme, render(tables, rows, png.name if png else None, command))
+    text = render(tables, rows, png.name if png else None, command, wilcoxon)
+    atomic_write_text(readme, text)
     written.append(readme)
     return written

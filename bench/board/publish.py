@@ -38,7 +38,7 @@ LEGACY = "legacy.csv"
 # what a committed run keeps: its record, per-sample predictions, curve, per-case examples
 COMMITTED_FILES = ("record.json", "predictions_val.csv", "predictions_test.csv", "history.csv")
 COMMITTED_EXTRA = ("test_cases.npz",)
-LEGACY_KEY = ["dataset", "model", "scheme"]
+LEGACY_KEY = ("dataset", "model", "scheme", "ensemble", "cv_folds")
 
 
 @dataclass
@@ -95,16 +95,27 @@ def study_records(results_dir: Path, study: StudyOptions) -> list[RunRecord]:
     return records
 
 
+def _legacy_keys(table: pd.DataFrame) -> list[tuple[str, ...]]:
+    """(dataset, model, scheme, ensemble, cv folds) of each row, blanks for absent values."""
+
+    def text(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        return str(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    return [tuple(text(row.get(k)) for k in LEGACY_KEY) for row in table.to_dict("records")]
+
+
 def merge_legacy(table: pd.DataFrame, legacy: Path, metric: str | None) -> pd.DataFrame:
-    """``table`` plus the rows of ``legacy`` whose (dataset, model, scheme) no run-backed row
-    has, marked ``runs_in_repo=False`` with their ``runs_commit``; ranked again."""
+    """``table`` plus the rows of ``legacy`` whose (dataset, model, scheme, ensemble, CV) no
+    run-backed row has, marked ``runs_in_repo=False`` with their ``runs_commit``; re-ranked."""
     table = table.copy()
     table["runs_in_repo"] = True
     if not Path(legacy).exists():
         return table
     old = pd.read_csv(legacy)
-    have = set(map(tuple, table[LEGACY_KEY].astype(str).to_numpy())) if len(table) else set()
-    kept = old[[tuple(k) not in have for k in old[LEGACY_KEY].astype(str).to_numpy()]].copy()
+    have = set(_legacy_keys(table))
+    kept = old[[k not in have for k in _legacy_keys(old)]].copy()
     if kept.empty:
         return table
     kept["runs_in_repo"] = False
@@ -130,9 +141,11 @@ def write_study(
     provenance README with its notes; the notes are printed."""
     written = write_outputs(table, out, board.records)
     notes: list[str] = []
-    if study.compare_all:
+    legacy = table.get("runs_in_repo", pd.Series(True, index=table.index)).astype(str)
+    backed = table[legacy.str.lower().ne("false")]  # rows with runs: what paired tests read
+    if study.compare_all and not board.runs.empty:
         for ds, pairs in compare_all(
-            board.runs, table, study.metric, study.n_boot or 1000, study.seed
+            board.runs, backed, study.metric, study.n_boot or 1000, study.seed
         ).items():
             written.append(write_csv(out / "compare" / f"{ds}.csv", pairs))
             matrix = matrix_of(pairs)
@@ -153,7 +166,7 @@ def write_study(
         robustness_table(robust).to_csv(out / "robustness.csv", index=False, float_format="%.5g")
         summary = summary_table(robust)
         summary.to_csv(out / "robustness_summary.csv", index=False, float_format="%.5g")
-    if (~table.get("runs_in_repo", pd.Series(True, index=table.index)).astype(bool)).any():
+    if len(backed) < len(table):
         notes.append(
             "rows marked † are kept from `legacy.csv`: their runs are not in the repository "
             "(trained before runs were committed; `runs_commit` names the commit); they leave "
@@ -185,11 +198,23 @@ def publish_study(results_dir: Path, study: StudyOptions, argv: list[str]) -> li
     return write_study(table, board, study, out, argv)
 
 
+GENERATED = (
+    "per_class.csv",
+    "robustness.csv",
+    "robustness_summary.csv",
+    "friedman_ranks.csv",
+    "nemenyi.csv",
+    "cd_diagram.png",
+)
+
+
 def _clear_generated(out: Path) -> None:
-    """Per-data-set and comparison files are rewritten whole: none from an earlier
-    publication of another row set stays behind."""
+    """What a publication writes is rewritten whole: no file of an earlier publication (of
+    other runs) stays behind beside the new ones."""
     for sub in ("by_dataset", "compare"):
         shutil.rmtree(out / sub, ignore_errors=True)
+    for name in GENERATED:
+        (out / name).unlink(missing_ok=True)
 
 
 def add_runs(sources: list[Path], study_dir: Path, datasets: list[str] | None = None) -> list[str]:
