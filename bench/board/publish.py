@@ -51,6 +51,8 @@ class StudyOptions:
     # studies whose committed runs this one reads (default: its own)
     stores: list[str] | None = None
     models: list[str] | None = None
+    # cross-validation runs: None any, False none (the official split), True only them
+    cv: bool | None = None
     reference: bool = False
     ensembles: bool = False
     compare_all: bool = False
@@ -92,6 +94,8 @@ def study_records(results_dir: Path, study: StudyOptions) -> list[RunRecord]:
         records = [r for r in records if r.dataset in study.datasets]
     if study.models:
         records = [r for r in records if r.model in study.models]
+    if study.cv is not None:
+        records = [r for r in records if bool(r.cv) == study.cv]
     return records
 
 
