@@ -72,70 +72,58 @@ def build_deployable(record, device: str = "cpu") -> tuple[Deployable, object]:
     return wrapped.eval(), dm
 
 
-def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
-    run = load_run(Path(run_dir))
-    record = run.record
-    if record.kind != "classification":
-        raise ConfigError("bench-export exports classifiers; this run is segmentation")
-    model, dm = build_deployable(record)
-    out = Path(out or Path(run_dir) / "export")
-    out.mkdir(parents=True, exist_ok=True)
-    x_all = run.test_arrays()[0].astype(np.float32)
-    example = torch.as_tensor(x_all[:2])
-    # the reference is the run's own evaluation path (the datamodule's preprocessing), so the
-    # check also covers the preprocessing that Deployable carries into the exported model
-    reference = run.predict(x_all, batch=256, model=model.model)
-    if fmt == "onnx":
-        import onnxruntime as ort
+def _export_onnx(model, example: torch.Tensor, out: Path, x_all: np.ndarray):
+    """``model.onnx`` (any batch size) and its outputs on ``x_all`` through onnxruntime."""
+    import onnxruntime as ort
 
-        path = out / "model.onnx"
-        # torch.export-based exporter (the TorchScript one is deprecated); any batch size
-        try:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=["pixels"],
-                output_names=["probabilities"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                dynamo=True,
-                verbose=False,
-            )
-        except ImportError as e:
-            raise ConfigError(
-                f"ONNX export needs onnx and onnxscript ({e}); pip install 'medbench[export]'"
-            ) from e
-        except Exception as e:  # torch.export's errors are pages long: say it in one line
-            raise ConfigError(
-                f"ONNX export of this model failed: {type(e).__name__}: {str(e).splitlines()[0]}; "
-                "--format torchscript may still work"
-            ) from e
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = np.concatenate(
-            [
-                session.run(None, {"pixels": x_all[i : i + 256]})[0]
-                for i in range(0, len(x_all), 256)
-            ]
+    path = out / "model.onnx"
+    # torch.export-based exporter (the TorchScript one is deprecated); any batch size
+    try:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["pixels"],
+            output_names=["probabilities"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            verbose=False,
         )
-    elif fmt == "torchscript":
-        path = out / "model.pt"
-        traced = torch.jit.trace(model, example)
-        traced.save(str(path))
-        loaded = torch.jit.load(str(path))
-        with torch.no_grad():
-            got = torch.cat(
-                [loaded(torch.as_tensor(x_all[i : i + 256])) for i in range(0, len(x_all), 256)]
-            ).numpy()
-    else:
-        raise ConfigError(f"--format {fmt!r}: choose onnx or torchscript")
-    max_diff = float(np.abs(got - reference).max())
-    if not max_diff <= TOLERANCE:
+    except ImportError as e:
         raise ConfigError(
-            f"the exported {fmt} model differs from PyTorch by {max_diff:.2e} "
-            f"(> {TOLERANCE}) on the test split; not exported"
-        )
+            f"ONNX export needs onnx and onnxscript ({e}); pip install 'medbench[export]'"
+        ) from e
+    except Exception as e:  # torch.export's errors are pages long: say it in one line
+        raise ConfigError(
+            f"ONNX export of this model failed: {type(e).__name__}: {str(e).splitlines()[0]}; "
+            "--format torchscript may still work"
+        ) from e
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate(
+        [session.run(None, {"pixels": x_all[i : i + 256]})[0] for i in range(0, len(x_all), 256)]
+    )
+    return path, got
+
+
+def _export_torchscript(model, example: torch.Tensor, out: Path, x_all: np.ndarray):
+    """``model.pt`` (traced) and its outputs on ``x_all`` after loading it back."""
+    path = out / "model.pt"
+    traced = torch.jit.trace(model, example)
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        got = torch.cat(
+            [loaded(torch.as_tensor(x_all[i : i + 256])) for i in range(0, len(x_all), 256)]
+        ).numpy()
+    return path, got
+
+
+EXPORTERS = {"onnx": _export_onnx, "torchscript": _export_torchscript}
+
+
+def _metadata(record, dm, fmt: str, path: Path, n: int, max_diff: float) -> dict:
     spec = dm.spec
-    meta = {
+    return {
         "run_id": record.run_id,
         "format": fmt,
         "file": path.name,
@@ -154,11 +142,38 @@ def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
         "output": {"name": "probabilities", "task": spec.task, "labels": list(spec.label_names)},
         "check": {
             "split": "test",
-            "samples": int(len(x_all)),
+            "samples": n,
             "max_abs_diff_vs_pytorch": max_diff,
             "tolerance": TOLERANCE,
         },
     }
+
+
+def export(run_dir: Path, fmt: str, out: Path | None = None) -> dict:
+    """Export a finished classifier (raw 0-255 pixels in, probabilities out), check it against
+    PyTorch on the whole test split and write ``model.json`` and ``MODEL_CARD.md``."""
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"--format {fmt!r}: choose onnx or torchscript")
+    run = load_run(Path(run_dir))
+    record = run.record
+    if record.kind != "classification":
+        raise ConfigError("bench-export exports classifiers; this run is segmentation")
+    model, dm = build_deployable(record)
+    out = Path(out or Path(run_dir) / "export")
+    out.mkdir(parents=True, exist_ok=True)
+    x_all = run.test_arrays()[0].astype(np.float32)
+    example = torch.as_tensor(x_all[:2])
+    # the reference is the run's own evaluation path (the datamodule's preprocessing), so the
+    # check also covers the preprocessing that Deployable carries into the exported model
+    reference = run.predict(x_all, batch=256, model=model.model)
+    path, got = EXPORTERS[fmt](model, example, out, x_all)
+    max_diff = float(np.abs(got - reference).max())
+    if not max_diff <= TOLERANCE:
+        raise ConfigError(
+            f"the exported {fmt} model differs from PyTorch by {max_diff:.2e} "
+            f"(> {TOLERANCE}) on the test split; not exported"
+        )
+    meta = _metadata(record, dm, fmt, path, int(len(x_all)), max_diff)
     (out / "model.json").write_text(json.dumps(meta, indent=2))
     (out / "MODEL_CARD.md").write_text(model_card(record, meta))
     return meta

@@ -42,7 +42,7 @@ collect retinamnist retinamnist
 train experiment=[medmnist_protocol,cv] data=retinamnist model=bccnn
 collect retinamnist retinamnist  # the study retinamnist_cv reads its folds from there
 train experiment=isbi2012_em
-train experiment=isbi2012_em +combo=isbi_otsu
+train experiment=isbi2012_em +combo=otsu_isbi
 collect isbi2012_em isbi2012_em
 # 4. the long rows (over 5 h per seed on 2 CPU cores; a GPU machine's work)
 train2d data=pneumoniamnist model=paper_resnet50 seed=0,1,2

@@ -217,7 +217,7 @@ def test_every_new_model_runs_fast_dev_run_on_isbi(make_cfg, name):
 @needs_isbi
 def test_the_otsu_baseline_is_evaluated_without_training(make_cfg):
     cfg = make_cfg(
-        ["experiment=isbi2012_em", "+combo=isbi_otsu", f"data.path={ISBI}", "logger=none"]
+        ["experiment=isbi2012_em", "+combo=otsu_isbi", f"data.path={ISBI}", "logger=none"]
         + ["trainer.enable_progress_bar=false"]
     )
     outcome = train(cfg)
@@ -268,8 +268,8 @@ def test_own_unet_and_monai_unet_learn_the_same_phantoms(make_cfg):
 def test_a_unet_trained_on_isbi_patches_beats_the_otsu_baseline(make_cfg, tmp_path):
     common = ["experiment=isbi2012_em", f"data.path={ISBI}", "logger=none"]
     common += ["trainer.enable_progress_bar=false"]
-    base = train(make_cfg([*common, "+combo=isbi_otsu"]))
-    cfg = make_cfg([*common, "+combo=isbi_monai_unet", "trainer.max_epochs=2"])
+    base = train(make_cfg([*common, "+combo=otsu_isbi"]))
+    cfg = make_cfg([*common, "+combo=monai_unet_isbi", "trainer.max_epochs=2"])
     outcome = train(cfg)
     assert outcome.status == "done", outcome.error
     assert outcome.value > base.value + 0.1, (outcome.value, base.value)
@@ -279,7 +279,7 @@ def test_a_unet_trained_on_isbi_patches_beats_the_otsu_baseline(make_cfg, tmp_pa
 @pytest.mark.slow
 def test_bench_predict_writes_masks_of_a_monai_run(make_cfg, tmp_path):
     common = ["experiment=isbi2012_em", f"data.path={ISBI}", "logger=none"]
-    cfg = make_cfg([*common, "trainer.enable_progress_bar=false", "+combo=isbi_monai_unet"])
+    cfg = make_cfg([*common, "trainer.enable_progress_bar=false", "+combo=monai_unet_isbi"])
     with open_dict(cfg):
         cfg.trainer.max_epochs = 1
     outcome = train(cfg)

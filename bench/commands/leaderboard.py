@@ -44,6 +44,28 @@ def parser():
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired test of two models")
     p.add_argument("--compare-all", action="store_true", help="every pair, Holm-corrected")
     p.add_argument("--rank-test", action="store_true", help="Friedman/Nemenyi + CD diagram")
+    _publishing_options(p)
+    p.add_argument("--ensembles", action="store_true", help="add seed/fold ensemble rows")
+    p.add_argument(
+        "--dataset",
+        nargs="+",
+        default=None,
+        help="only these datasets (e.g. retinamnist adrenalmnist3d_64)",
+    )
+    p.add_argument(
+        "--where",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs whose config has these values (e.g. data.cv.folds=5 model.name=bccnn)",
+    )
+    p.add_argument("--wandb", action="store_true", help="log the table to a W&B aggregate run")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    return p
+
+
+def _publishing_options(p) -> None:
+    """Publishing a study, adding runs to one, rebuilding them all, the cross-data-set page."""
     p.add_argument(
         "--notes-only",
         action="store_true",
@@ -76,20 +98,6 @@ def parser():
         help="write RESULTS_DIR/README.md: the card's models across the published studies "
         "(read from RESULTS_DIR/<study>/leaderboard.csv)",
     )
-    p.add_argument("--ensembles", action="store_true", help="add seed/fold ensemble rows")
-    p.add_argument(
-        "--dataset",
-        nargs="+",
-        default=None,
-        help="only these datasets (e.g. retinamnist adrenalmnist3d_64)",
-    )
-    p.add_argument(
-        "--where",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="only runs whose config has these values (e.g. data.cv.folds=5 model.name=bccnn)",
-    )
     p.add_argument("--publish", action="store_true", help="write a provenance README too")
     p.add_argument(
         "--recipe", default=None, help="with --publish: the command that trained the runs"
@@ -100,9 +108,6 @@ def parser():
         help="with --publish: a Markdown file of study notes ({{file | k=v | column | fmt}} "
         "placeholders are read from the written CSVs)",
     )
-    p.add_argument("--wandb", action="store_true", help="log the table to a W&B aggregate run")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

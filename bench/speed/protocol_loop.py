@@ -25,6 +25,21 @@ from bench.speed.runners import model_options
 from bench.toolkit import resolve_device
 
 
+def _one_epoch(net, opt, x, y, perm, batch_size: int, prep) -> None:
+    """One pass over the training split in the order ``perm``, as the official script."""
+    import torch.nn.functional as F
+
+    net.train()
+    for i in range(0, len(perm), batch_size):
+        idx = perm[i : i + batch_size]
+        if len(idx) < 2:  # BatchNorm cannot take a lone sample
+            continue
+        loss = F.cross_entropy(net(prep(x[idx])), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def plain_protocol_run(
     flag: str,
     data_dir: str,
@@ -36,7 +51,6 @@ def plain_protocol_run(
 ) -> dict:
     """Train ``model`` (build_model keyword arguments) on ``flag`` the official way."""
     import torch
-    import torch.nn.functional as F
 
     is3d = flag.endswith("3d")
     batch_size = batch_size or (32 if is3d else 128)
@@ -76,16 +90,8 @@ def plain_protocol_run(
     best_auc, best_state, best_epoch = -1.0, None, -1
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        net.train()
         perm = torch.randperm(len(xtr), generator=gen).to(device)
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i : i + batch_size]
-            if len(idx) < 2:  # BatchNorm cannot take a lone sample
-                continue
-            loss = F.cross_entropy(net(prep(xtr[idx])), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        _one_epoch(net, opt, xtr, ytr, perm, batch_size, prep)
         sched.step()
         auc = classification_metrics(yva, scores(xva), spec.task, ("auc",))["auc"]
         if auc > best_auc:
