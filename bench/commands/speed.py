@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   bench-speed packed 1 2 3 4 8 --packed-models bccnn resnet18_28   # results/speed/packed.csv
   bench-speed packed 1 2 3 --implementations vmap grouped --device cuda --out results/speed/gpu
   bench-speed project medmnist2d --rates-from rates.jsonl --packed-seeds-from packed.csv
+  bench-speed roofline --threads 1 2 --reps 3                       # results/speed/cpu_roofline.csv
   bench-speed eta pneumoniamnist:resnet50 adrenalmnist3d:resnet18_3d --out results/eta"""
 
 
@@ -115,6 +116,22 @@ def parser():
         default=["vmap", "grouped"],
         help="packed forms to time against separate networks: vmap, grouped",
     )
+    roof = sub.add_parser(
+        "roofline", parents=[common], help="CPU peak vs what each model achieves per setting"
+    )
+    roof.add_argument(
+        "--roofline-models",
+        nargs="+",
+        default=["bccnn", "resnet18_28", "resnet50", "xception", "mobilenetv2", "cnn3d", "unet"],
+    )
+    roof.add_argument(
+        "--settings",
+        nargs="+",
+        default=["fp32", "fp32_cl", "bf16", "bf16_cl"],
+        help="fp32 fp32_cl bf16 bf16_cl, each also +compile (e.g. bf16_cl+compile)",
+    )
+    roof.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    roof.add_argument("--min-seconds", type=float, default=1.0, help="timed per cell and rep")
     eta = sub.add_parser(
         "eta", parents=[common], help="hours per seed of study rows on this machine"
     )
@@ -136,6 +153,7 @@ MODES = {
     "protocol": ("bench.speed.protocol_loop", "plain_protocol"),
     "eta": ("bench.speed.eta", "study_eta"),
     "packed": ("bench.speed.packed_bench", "packed_seeds"),
+    "roofline": ("bench.speed.roofline", "roofline"),
 }
 
 

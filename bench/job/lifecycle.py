@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench.console import install_noise_filters, print_run_summary
 from bench.errors import BenchError, Terminated, one_line
 from bench.job.build import RunContext
+from bench.job.cpu_fast import resolve_auto_settings
 from bench.job.instantiate import instantiate_group
 from bench.job.preflight import check_runs_dir, check_trainable
 from bench.records import (
@@ -142,6 +143,10 @@ def not_started(cfg_dict: dict, error: BenchError, member: int | None = None) ->
 def checked(cfg: DictConfig, datamodule=None, member: int | None = None):
     """``(cfg_dict, datamodule)`` of a config that passed the pre-run checks, or the
     not-started outcome of one that did not (reported already). Other errors propagate."""
+    try:
+        resolve_auto_settings(cfg)  # before the config is frozen into the run id
+    except BenchError as e:
+        return not_started(OmegaConf.to_container(cfg, resolve=True), e, member)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     try:
         return cfg_dict, preflight(cfg, cfg_dict, datamodule)

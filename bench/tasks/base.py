@@ -88,9 +88,15 @@ class BaseTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr_mult = backbone_lr_mult
-        if channels_last and spec.spatial_dims == 2:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.channels_last = channels_last and spec.spatial_dims == 2
+        # channels-last (NHWC; NDHWC for volumes): the same arithmetic in another memory order
+        self.memory_format = (
+            (torch.channels_last if spec.spatial_dims == 2 else torch.channels_last_3d)
+            if channels_last
+            else None
+        )
+        if self.memory_format is not None:
+            self.model = self.model.to(memory_format=self.memory_format)
+        self.channels_last = bool(channels_last)
         mode = None if compile in (False, None) else ("default" if compile is True else compile)
         # kept out of the module tree (via __dict__) so checkpoints hold the plain model's keys
         self.__dict__["_compiled"] = torch.compile(self.model, mode=mode) if mode else None
@@ -104,8 +110,8 @@ class BaseTask(L.LightningModule):
         self.finite_guard = FiniteLossGuard()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         compiled = self.__dict__.get("_compiled")
         return compiled(x) if compiled is not None and self.training else self.model(x)
 

@@ -1,0 +1,60 @@
+"""``trainer=cpu_fast``: the precision and memory layout the CPU roofline measured fastest for
+the architecture, resolved before the run id is computed.
+
+The preset leaves ``trainer.precision`` and ``task.channels_last`` at ``auto``; here they become
+the values ``execution.cpu_fast`` lists for the model (``<name>`` or ``<name>_smallstem``, else
+``default``), with bf16 only on a CPU that computes it natively. The resolved values are what the
+record's config holds and what the run id and config id hash, so fp32 and bf16 runs are never
+pooled into one leaderboard row. One log line per run says what was chosen and why.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, open_dict
+
+from bench.errors import ConfigError
+from bench.hardware import cpu_bf16_native
+
+log = logging.getLogger("bench.train")
+AUTO = "auto"
+
+
+def model_key(model: DictConfig) -> str:
+    """The roofline's name of the configured architecture (the paper's small-stem ResNets are
+    another network than timm's at 28²)."""
+    name = str(model.get("name"))
+    return f"{name}_smallstem" if model.get("small_input_stem") else name
+
+
+def resolve_auto_settings(cfg: DictConfig) -> None:
+    """Replace ``auto`` precision / memory layout by the preset's choice for the model."""
+    trainer, task = cfg.get("trainer") or {}, cfg.get("task") or {}
+    auto_precision = trainer.get("precision") == AUTO
+    auto_layout = task.get("channels_last") == AUTO
+    if not (auto_precision or auto_layout):
+        return
+    table = (cfg.get("execution") or {}).get("cpu_fast") or {}
+    key = model_key(cfg.model)
+    choice = table.get(key) or table.get("default")
+    if choice is None:
+        raise ConfigError(
+            "trainer.precision=auto / task.channels_last=auto need execution.cpu_fast "
+            "(use trainer=cpu_fast, or set both explicitly)"
+        )
+    precision, layout = str(choice["precision"]), bool(choice["channels_last"])
+    why = f"the CPU roofline's choice for {key if key in table else 'models it did not measure'}"
+    if precision.startswith("bf16") and not cpu_bf16_native():
+        precision, why = "32-true", f"{why}, but this CPU has no native bf16: fp32"
+    with open_dict(cfg):
+        if auto_precision:
+            cfg.trainer.precision = precision
+        if auto_layout:
+            cfg.task.channels_last = layout
+    log.info(
+        "trainer=cpu_fast: %s with %s (%s)",
+        cfg.trainer.precision,
+        "channels-last" if cfg.task.channels_last else "NCHW",
+        why,
+    )

@@ -1,0 +1,77 @@
+"""``trainer=cpu_fast``: per architecture the precision and memory layout the CPU roofline
+measured fastest, bf16 only on a CPU that has it, resolved into the run's config and id."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+import bench.job.cpu_fast as cpu_fast
+from bench.job.instantiate import compose_train
+from bench.records import compute_config_id, load_record
+
+from conftest import FAST, ROOT, train_run
+
+ROOFLINE = ROOT / "results" / "speed" / "cpu_roofline.csv"
+
+
+def _resolved(overrides, bf16: bool, monkeypatch):
+    monkeypatch.setattr(cpu_fast, "cpu_bf16_native", lambda: bf16)
+    cfg = compose_train(["trainer=cpu_fast", *overrides])
+    cpu_fast.resolve_auto_settings(cfg)
+    return cfg
+
+
+def test_bf16_is_chosen_where_the_cpu_has_it_and_never_elsewhere(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="bench.train")
+    cfg = _resolved(["model=paper_resnet18"], True, monkeypatch)
+    assert (cfg.trainer.precision, cfg.task.channels_last) == ("bf16-mixed", True)
+    assert "trainer=cpu_fast: bf16-mixed with channels-last" in caplog.text
+    cfg = _resolved(["model=paper_resnet18"], False, monkeypatch)
+    assert (cfg.trainer.precision, cfg.task.channels_last) == ("32-true", True)
+    assert "no native bf16" in caplog.text
+    # a depthwise network gains from the layout only: fp32 even where bf16 exists
+    cfg = _resolved(["model=mobilenet"], True, monkeypatch)
+    assert (cfg.trainer.precision, cfg.task.channels_last) == ("32-true", True)
+    # a model the roofline did not measure gets the table's default
+    cfg = _resolved(["model=vgg16"], True, monkeypatch)
+    assert cfg.trainer.precision == cfg.execution.cpu_fast.default.precision
+
+
+def test_the_choice_is_in_the_record_and_the_config_id(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu_fast, "cpu_bf16_native", lambda: True)
+    base = ["model=bccnn", "model.width=4", *FAST]
+    fast = train_run(tmp_path, ["trainer=cpu_fast", *base])
+    plain = train_run(tmp_path, base)
+    assert fast.status == plain.status == "done"
+    a, b = load_record(fast.record_path), load_record(plain.record_path)
+    assert a.precision == "bf16-mixed" and a.config["task"]["channels_last"] is True
+    assert b.precision == "32-true" and b.config["task"]["channels_last"] is False
+    assert a.config_id != b.config_id  # never pooled into one leaderboard row
+    assert compute_config_id(a.config) == a.config_id
+
+
+def test_a_setting_left_at_auto_without_the_table_is_a_one_line_error(tmp_path):
+    out = train_run(tmp_path, ["model=bccnn", *FAST, "trainer.precision=auto"])
+    assert out.status == "failed" and out.exit_code == 2
+    assert "execution.cpu_fast" in out.error
+
+
+@pytest.mark.skipif(not ROOFLINE.exists(), reason="results/speed/cpu_roofline.csv not measured")
+def test_the_preset_table_is_the_roofline_measurement():
+    """Each model's preset is the fastest training setting without compile at 2 threads (or
+    within 5 % of it), as results/speed/cpu_roofline.csv measured."""
+    table = pd.read_csv(ROOFLINE)
+    table = table[table["error"].isna() & ~table["setting"].str.contains("compile")]
+    table = table[table["threads"] == table["threads"].max()]
+    preset = compose_train(["trainer=cpu_fast"]).execution.cpu_fast
+    names = {"resnet18_28": "resnet18_smallstem", "mobilenetv2": "mobilenet"}
+    for model, rows in table.groupby("model"):
+        choice = preset[names.get(model, model)]
+        setting = ("bf16" if choice.precision.startswith("bf16") else "fp32") + (
+            "_cl" if choice.channels_last else ""
+        )
+        speed = rows.set_index("setting")["train_samples_per_sec"]
+        assert speed[setting] >= 0.95 * speed.max(), (model, setting, speed.to_dict())
