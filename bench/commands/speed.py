@@ -132,6 +132,20 @@ def parser():
     )
     roof.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     roof.add_argument("--min-seconds", type=float, default=1.0, help="timed per cell and rep")
+    par = sub.add_parser(
+        "parity", parents=[common], help="fp32 vs trainer=cpu_fast runs: test AUC/ACC parity"
+    )
+    par.add_argument(
+        "--stores",
+        nargs="+",
+        default=[
+            "results/breastmnist/runs",
+            "results/pneumoniamnist/runs",
+            "results/speed/parity/runs",
+        ],
+    )
+    par.add_argument("--parity-models", nargs="+", default=["bccnn", "resnet18"])
+    par.add_argument("--parity-datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
     eta = sub.add_parser(
         "eta", parents=[common], help="hours per seed of study rows on this machine"
     )
@@ -154,6 +168,7 @@ MODES = {
     "eta": ("bench.speed.eta", "study_eta"),
     "packed": ("bench.speed.packed_bench", "packed_seeds"),
     "roofline": ("bench.speed.roofline", "roofline"),
+    "parity": ("bench.speed.parity", "parity"),
 }
 
 
