@@ -41,6 +41,9 @@ _WARNINGS = (
     # bench-export --format torchscript: torch 2.10+ deprecates TorchScript; the format is
     # offered for runtimes that still read it, and the choice is the user's
     (r"`torch\.jit\.\w+` is deprecated", None),
+    # every run on a login node with SLURM installed: medbench's SLURM launcher starts ranks
+    # itself (hydra/launcher=slurm; docs/cluster.md), so the hint does not apply
+    (r".*The `srun` command is available on your system but is not used", None),
 )
 
 

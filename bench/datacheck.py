@@ -18,13 +18,18 @@ from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
-from PIL import Image
 
-from bench.data.fingerprint import files_fingerprint, npz_fingerprint
-from bench.data.folder import IMAGE_SUFFIXES, list_classes
-from bench.data.npz import SPLITS, open_npz
-from bench.errors import DatasetNotFoundError
+from bench.data.base import class_coverage_notes
+from bench.data.fingerprint import files_fingerprint, npz_fingerprint, user_cache_dir
+from bench.data.folder import ImageFolderDataModule
+from bench.data.images import decode
+from bench.data.npz import SPLITS, integral_labels, open_npz, read_array
+from bench.errors import BenchError, DataFormatError, DatasetNotFoundError
 from bench.job.instantiate import compose_train
+from bench.spec import DataSpec
+
+# perceptual-hash distance (of 64 bits) at or below which two images are near-duplicates
+NEAR_DISTANCE = 4
 
 
 @dataclass
@@ -36,6 +41,8 @@ class DataReport:
     lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # images per class and split as the check counted them (what training will read)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def text(self) -> str:
         out = [f"data: {self.source}", f"fingerprint: {self.fingerprint or '(generated data)'}"]
@@ -50,8 +57,46 @@ class DataReport:
         return "\n".join([*out, verdict])
 
 
-def _pixel_hashes(images: np.ndarray) -> list[str]:
-    return [hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest() for img in images]
+def _pixel_hashes(images) -> list[str]:
+    """A hash of each image's decoded pixels (and shape): a re-encoded copy hashes alike."""
+    out = []
+    for img in images:
+        a = np.ascontiguousarray(img)
+        out.append(hashlib.sha1(str(a.shape).encode() + a.tobytes()).hexdigest())
+    return out
+
+
+def perceptual_hash(pixels: np.ndarray) -> np.ndarray:
+    """imagehash's pHash (DCT, 64 bits) of an image: near for resized or re-saved copies."""
+    import imagehash
+    from PIL import Image
+
+    return imagehash.phash(Image.fromarray(pixels)).hash.reshape(-1)
+
+
+def near_duplicates(
+    phashes: dict[str, list[np.ndarray]], items: dict, report: DataReport, distance: int
+) -> None:
+    """Pairs of images in different splits whose pHashes differ in at most ``distance`` bits
+    (exact duplicates are reported already): resized or re-saved copies leak across splits."""
+    pairs = []
+    names = list(phashes)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if not phashes[a] or not phashes[b]:
+                continue
+            ha, hb = np.stack(phashes[a]), np.stack(phashes[b])
+            d = (ha[:, None, :] != hb[None, :, :]).sum(-1)
+            for ia, ib in zip(*np.nonzero((d <= distance) & (d > 0)), strict=True):
+                pairs.append((int(d[ia, ib]), a, items[a][0][ia], b, items[b][0][ib]))
+    if pairs:
+        pairs.sort()
+        shown = "; ".join(f"{pa.name} ({a}) ~ {pb.name} ({b}): distance {dd}"
+                          for dd, a, pa, b, pb in pairs[:5])  # fmt: skip
+        report.warnings.append(
+            f"{len(pairs)} near-duplicate pair(s) across splits (perceptual hash distance <= "
+            f"{distance} of 64): {shown}; a resized or re-saved copy in two splits leaks"
+        )
 
 
 def duplicates(hashes: dict[str, list[str]], report: DataReport) -> None:
@@ -87,6 +132,10 @@ def class_lines(labels: dict[str, np.ndarray], names: list[str] | None, report: 
     every = sorted(set().union(*present.values())) if present else []
     for split, y in labels.items():
         counts = Counter(np.asarray(y).tolist())
+        report.counts[split] = {
+            (names[int(c)] if names and int(c) < len(names) else str(c)): n
+            for c, n in counts.items()
+        }
         shown = ", ".join(
             f"{names[int(c)] if names and int(c) < len(names) else c}: {counts[c]}"
             for c in sorted(counts)
@@ -104,6 +153,15 @@ def class_lines(labels: dict[str, np.ndarray], names: list[str] | None, report: 
                 report.warnings.append(text)
 
 
+def _label_problem(y: np.ndarray, key: str, path: Path) -> str | None:
+    """What training would refuse in these labels (its own validator), or None."""
+    try:
+        integral_labels(np.asarray(y).reshape(-1), key, path)
+    except DataFormatError as e:
+        return str(e)
+    return None
+
+
 def check_npz(path: Path) -> DataReport:
     """An npz in the MedMNIST (``_labels``) or MedSegBench (``_label``) layout."""
     report = DataReport(str(path), npz_fingerprint(path))
@@ -115,7 +173,11 @@ def check_npz(path: Path) -> DataReport:
         if ikey not in npz.files or lkey not in npz.files:
             report.problems.append(f"{path.name} has no {ikey}/{lkey} (it has {sorted(npz.files)})")
             continue
-        x, y = npz[ikey], npz[lkey]
+        try:  # the training loader's reader: object arrays get its one-line diagnosis
+            x, y = read_array(npz, ikey, path), read_array(npz, lkey, path)
+        except DataFormatError as e:
+            report.problems.append(str(e))
+            continue
         rng = f"[{x.min()}, {x.max()}]" if x.size else "[]"
         report.lines.append(
             f"{split}: images {tuple(x.shape)} {x.dtype} range {rng}; "
@@ -128,11 +190,12 @@ def check_npz(path: Path) -> DataReport:
             report.problems.append(f"{ikey} has dtype {x.dtype}; the loader needs uint8 (0-255)")
         if len(y) != len(x):
             report.problems.append(f"{split}: {len(y)} labels for {len(x)} images")
-        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
-            report.problems.append(f"{lkey} has non-integral values (e.g. {y.flat[0]})")
+        problem = _label_problem(y, lkey, path) if not seg else None
+        if problem:
+            report.problems.append(problem)
         hashes[split] = _pixel_hashes(x)
-        if not seg and y.ndim <= 2 and (y.ndim == 1 or y.shape[1] == 1):
-            labels[split] = np.asarray(y).reshape(-1)
+        if not problem and not seg and y.ndim <= 2 and (y.ndim == 1 or y.shape[1] == 1):
+            labels[split] = np.asarray(y).reshape(-1).astype(np.int64)
         elif seg:
             values = np.unique(y)
             report.lines.append(f"  {split} mask values: {values.tolist()[:20]}")
@@ -142,46 +205,64 @@ def check_npz(path: Path) -> DataReport:
     return report
 
 
-def check_folder(root: Path) -> DataReport:
-    """An image folder as ``data=folder`` reads it (class sub-folders, optional split folders)."""
-    if all((root / s).is_dir() for s in SPLITS):
-        scans = {s: list_classes(root / s) for s in SPLITS}
-    else:
-        scans = {"all": list_classes(root)}
-    files = [f for scan in scans.values() for fs in scan.values() for f in fs]
-    if not files:
-        raise DatasetNotFoundError(
-            f"{root} holds no images in class sub-folders ({', '.join(sorted(IMAGE_SUFFIXES))})"
+def _decoded_split(
+    items: tuple[list[Path], np.ndarray], report: DataReport, split: str
+) -> tuple[list, list[int]]:
+    """Every file of a split through the training reader: (decoded images, labels); a file
+    training would refuse is a problem line naming it."""
+    decoded, labels, sizes, modes = [], [], Counter(), Counter()
+    for f, y in zip(*items, strict=True):
+        try:
+            d = decode(f)
+        except BenchError as e:
+            report.problems.append(str(e))
+            continue
+        decoded.append(d)
+        labels.append(int(y))
+        h, w = d.pixels.shape[:2]
+        sizes[f"{w}x{h}"] += 1
+        modes["rgb" if d.has_colour else "gray"] += 1
+        for note in d.notes:
+            modes[note] += 1
+    report.lines.append(
+        f"{split}: {len(decoded)} images; sizes {dict(sizes.most_common(5))}; read as {dict(modes)}"
+    )
+    return decoded, labels
+
+
+def check_folder(root: Path, near_distance: int = NEAR_DISTANCE) -> DataReport:
+    """An image folder as ``data=folder`` reads it: the same scan, split assignment, reader and
+    validation as training; exact and near duplicates across splits on decoded pixels."""
+    module = ImageFolderDataModule(str(root), cache_dir=str(user_cache_dir().parent / "folder"))
+    scan = module.scan()
+    report = DataReport(str(root), files_fingerprint(root, scan.files))
+    if scan.skipped_summary():
+        report.warnings.append(scan.skipped_summary())
+    if scan.carved_val:
+        report.warnings.append("no val folder: training splits val from train (stratified)")
+    items = module.assignments(scan)
+    labels, hashes, phashes, colour = {}, {}, {}, 0
+    for split in SPLITS:
+        decoded, split_labels = _decoded_split(items[split], report, split)
+        labels[split] = np.array(split_labels, dtype=np.int64)
+        hashes[split] = _pixel_hashes([d.pixels for d in decoded])
+        phashes[split] = [perceptual_hash(d.pixels) for d in decoded]
+        colour += sum(d.has_colour for d in decoded)
+    report.lines.append(
+        f"colour: {'rgb' if colour else 'gray'} under data.color=auto ({colour} image(s) "
+        "have colour)"
+    )
+    class_lines(labels, scan.classes, report)
+    try:  # the training validator's verdict on the splits' classes
+        raw = {s: (None, labels[s]) for s in SPLITS}
+        spec = DataSpec(
+            scan.root.name, "multi-class", 2, 1, len(scan.classes), (1, 1), tuple(scan.classes)
         )
-    report = DataReport(str(root), files_fingerprint(root, files))
-    classes = sorted({c for scan in scans.values() for c in scan})
-    labels, hashes = {}, {}
-    for split, scan in scans.items():
-        sizes, modes, split_labels, split_hashes = Counter(), Counter(), [], []
-        for c, fs in scan.items():
-            for f in fs:
-                with Image.open(f) as im:
-                    sizes[f"{im.width}x{im.height}"] += 1
-                    modes[im.mode] += 1
-                split_hashes.append(hashlib.sha1(Path(f).read_bytes()).hexdigest())
-                split_labels.append(classes.index(c))
-        report.lines.append(
-            f"{split}: {len(split_labels)} images; sizes {dict(sizes.most_common(5))}; "
-            f"modes {dict(modes)}"
-        )
-        if any(m.startswith(("I", "F")) for m in modes):
-            report.warnings.append(
-                f"{split}: high-bit-depth images (modes {sorted(m for m in modes if m[0] in 'IF')})"
-                " are scaled to 0-255 by data.intensity (minmax: per image; dtype: container)"
-            )
-        empty = [c for c, fs in scan.items() if not fs]
-        for c in empty:
-            report.problems.append(f"class folder {c!r} of {split} has no images")
-        labels[split], hashes[split] = np.array(split_labels), split_hashes
-    class_lines(labels, classes, report)
-    if len(classes) < 2:
-        report.problems.append(f"{root} has a single class; classification needs two")
+        report.warnings += class_coverage_notes(raw, spec)
+    except DataFormatError as e:
+        report.problems.append(str(e))
     duplicates(hashes, report)
+    near_duplicates(phashes, items, report, near_distance)
     return report
 
 

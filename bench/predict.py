@@ -19,6 +19,8 @@ hand to a human reader.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,16 @@ import pandas as pd
 import torch
 
 from bench.confidence.calibration import confidence_and_correct
-from bench.data.folder import IMAGE_SUFFIXES, INTENSITY_MODES, to_uint8
-from bench.errors import ConfigError, CorruptFileError, DataFormatError, DatasetNotFoundError
+from bench.data.images import (
+    INTENSITY_MODES,
+    Decoded,
+    Scan,
+    decode,
+    fit,
+    image_suffixes,
+    walk_images,
+)
+from bench.errors import ConfigError, DataFormatError, DatasetNotFoundError
 from bench.finished import Run, load_finished_record, load_run
 from bench.io import atomic_write_text
 from bench.metrics import hard_predictions, scores_from_logits
@@ -36,26 +46,31 @@ from bench.spec import DataSpec
 from bench.stats import read_predictions
 from bench.toolkit import resolve_device
 
-DICOM_SUFFIXES = {".dcm", ".dicom"}
+log = logging.getLogger(__name__)
+
 NPZ_KEYS = ("images", "test_images")
 
 
 # -- inputs -----------------------------------------------------------------------------------
 def list_inputs(inputs: list[str]) -> list[Path]:
-    """Image and npz files named by ``inputs`` (folders searched recursively), sorted."""
+    """Image and npz files named by ``inputs`` (folders searched recursively as training scans
+    a class folder: hidden and system entries skipped, links only inside, no file twice)."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES
-            )
+            skipped: list = []
+            ctx = {
+                "root": Path(os.path.realpath(p)),
+                "counted": set(),
+                "suffixes": image_suffixes() | {".npz"},
+                "skipped": skipped,
+            }
+            found = sorted(walk_images(p, ctx, False) + walk_images(p, ctx, True))
+            if skipped:
+                log.warning("%s", Scan(p, {}, [], skipped).skipped_summary())
             if not found:
-                raise DatasetNotFoundError(
-                    f"{p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-                )
+                raise DatasetNotFoundError(f"{p} holds no image Pillow opens (nor DICOM, npz)")
             files += found
         elif p.is_file():
             files.append(p)
@@ -64,53 +79,32 @@ def list_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def _read_pixels(path: Path, intensity: str) -> np.ndarray:
-    """An image file as uint8 (H, W) or (H, W, C), high-bit-depth images scaled explicitly."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        try:
-            import pydicom
-        except ImportError:
-            raise ConfigError(
-                f"{path} is DICOM: install the extra with pip install 'medbench[dicom]'"
-            ) from None
-        try:
-            pixels = pydicom.dcmread(str(path)).pixel_array
-        except Exception as e:  # pydicom raises many types for a bad file
-            raise CorruptFileError(f"cannot read DICOM {path} ({type(e).__name__})") from None
-        return to_uint8(np.asarray(pixels), intensity, path)
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.mode.startswith(("I", "F")):
-                return to_uint8(np.asarray(im), intensity, path)
-            if im.mode not in ("L", "RGB"):
-                im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise CorruptFileError(f"cannot read image {path} ({type(e).__name__})") from None
-
-
-def fit_to_run(pixels: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, list[str]]:
-    """uint8 (H, W[, C]) -> (C, H, W) at the run's stored size and channels, and what changed."""
-    from PIL import Image
-
-    notes = []
-    if pixels.ndim == 3 and pixels.shape[-1] == 4:
-        pixels = pixels[..., :3]
-    want_c = spec.in_channels
-    have_c = 1 if pixels.ndim == 2 else pixels.shape[-1]
-    im = Image.fromarray(pixels)
-    if have_c != want_c:
-        im = im.convert("L" if want_c == 1 else "RGB")
-        notes.append(f"{'rgb->gray' if want_c == 1 else 'gray->rgb'}")
-    size = tuple(spec.input_size)
-    if (im.height, im.width) != size:
-        notes.append(f"resized {im.height}x{im.width}->{size[0]}x{size[1]}")
-        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    arr = np.asarray(im, dtype=np.uint8)
+def fit_to_run(decoded: Decoded, spec: DataSpec) -> tuple[np.ndarray, list[str]]:
+    """A decoded image -> (C, H, W) uint8 at the run's stored size and channels, and what
+    changed (the training reader's :func:`bench.data.images.fit`)."""
+    if spec.spatial_dims != 2:
+        raise ConfigError(
+            f"this run was trained on {spec.spatial_dims}D data; bench-predict reads 2D images "
+            "and npz files of volumes in the run's layout"
+        )
+    arr, notes = fit(decoded, tuple(spec.input_size), spec.in_channels)
     arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
     return arr, notes
+
+
+def _hwc(img: np.ndarray, key: str, spec: DataSpec) -> np.ndarray:
+    """One stored npz image as (H, W) or (H, W, 3); another dimensionality is a one-line error."""
+    if img.ndim == 3 and img.shape[-1] not in (1, 3) and img.shape[0] in (1, 3):
+        img = np.moveaxis(img, 0, -1)  # channels first
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3):
+        raise DataFormatError(
+            f"{key} has shape {img.shape}: this run takes 2D images ({spec.in_channels} "
+            f"channel(s), {spec.input_size[0]}x{spec.input_size[1]}); a volume or a stack "
+            "needs a run trained on 3D data"
+        )
+    return img
 
 
 def read_npz_images(path: Path, spec: DataSpec) -> tuple[np.ndarray, list[str]]:
@@ -134,12 +128,12 @@ def load_inputs(files: list[Path], spec: DataSpec, intensity: str) -> tuple[np.n
         if f.suffix.lower() == ".npz":
             images, keys = read_npz_images(f, spec)
             for img, key in zip(images, keys, strict=True):
-                arr, notes = fit_to_run(img, spec)
+                arr, notes = fit_to_run(Decoded(_hwc(img, key, spec)), spec)
                 arrays.append(arr)
                 names.append(key)
                 adjusted.append("; ".join(notes))
             continue
-        arr, notes = fit_to_run(_read_pixels(f, intensity), spec)
+        arr, notes = fit_to_run(decode(f, intensity), spec)
         arrays.append(arr)
         names.append(str(f))
         adjusted.append("; ".join(notes))

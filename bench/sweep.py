@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,8 @@ class SweepSummaryCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         state = _state_dir(config.hydra.sweep.dir)
+        # a reused hydra.sweep.dir: the last sweep's job files must not count in this one
+        shutil.rmtree(state / "jobs", ignore_errors=True)
         params = config.hydra.sweeper.get("params") or {}
         overrides = list(config.hydra.overrides.task) + [f"{k}={v}" for k, v in params.items()]
         try:

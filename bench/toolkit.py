@@ -54,9 +54,14 @@ def resolve_device(name: str) -> str:
 
 
 def exit_code_of(fn: Callable[[], int]) -> int:
-    """Run a command body; a :class:`BenchError` becomes one ``error:`` line and its exit code."""
+    """Run a command body; a :class:`BenchError` becomes one ``error:`` line and its exit code,
+    Ctrl-C one line and 130."""
     try:
         return fn()
     except BenchError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); files are written atomically, none is half-written",
+              file=sys.stderr)  # fmt: skip
+        return 130

@@ -25,3 +25,14 @@ class Rendezvous(L.Callback):
             time.sleep(0.05)
         seen = len(list(self.folder.glob("*.up")))
         (self.folder / f"{os.getpid()}.saw").write_text(str(seen))
+
+
+class SlowEpochs(L.Callback):
+    """Each training epoch takes at least ``seconds`` (a tiny run made long enough for a
+    scheduler to preempt, time out or cancel it mid-training)."""
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        time.sleep(self.seconds)

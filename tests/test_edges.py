@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.data.folder import read_image, to_uint8
+from bench.data.images import read_image, to_uint8
 from bench.errors import ConfigError
 from bench.job.entry import train
 from bench.metrics import classification_metrics
@@ -133,10 +133,10 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     path = tmp_path / "xray.png"
     Image.fromarray(ramp).save(path)
     assert Image.open(path).mode.startswith("I")
-    pixels = read_image(path, 32, "gray", "minmax")
+    pixels, _ = read_image(path, 32, "gray", "minmax")
     assert pixels.min() == 0 and pixels.max() == 255
     assert (pixels == 255).mean() < 0.01  # convert("L") saturated ~94% here
-    container = read_image(path, 32, "gray", "dtype")
+    container, _ = read_image(path, 32, "gray", "dtype")
     assert container.max() == round(4095 / 65535 * 255)
     assert to_uint8(np.array([[0.0, 0.5, 1.0]]), "dtype").tolist() == [[0, 128, 255]]
 

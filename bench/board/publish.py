@@ -12,6 +12,8 @@ not in the repository" with the commit that produced them; nothing is fabricated
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +134,19 @@ def merge_legacy(table: pd.DataFrame, legacy: Path, metric: str | None) -> pd.Da
     return rank(merged, metric)
 
 
+@contextlib.contextmanager
+def publish_lock(out: Path):
+    """Hold ``out``'s publication lock (flock): two publications into one folder take turns,
+    so its files always come from one of them, never from both."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".publish.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_study(
     table: pd.DataFrame,
     board,
@@ -142,7 +157,15 @@ def write_study(
 ) -> list[Path]:
     """A study's files from its board: leaderboard CSV/Markdown, per data set and per class,
     the Holm-corrected comparisons, the rank test, robustness tables and (``readme``) the
-    provenance README with its notes; the notes are printed."""
+    provenance README with its notes; the notes are printed. Under the folder's publication
+    lock; the per-data-set and comparison files of an earlier publication are removed first."""
+    with publish_lock(out):
+        for sub in ("by_dataset", "compare"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        return _write_study(table, board, study, out, argv, readme)
+
+
+def _write_study(table, board, study, out, argv, readme) -> list[Path]:
     written = write_outputs(table, out, board.records)
     notes: list[str] = []
     legacy = table.get("runs_in_repo", pd.Series(True, index=table.index)).astype(str)
@@ -213,10 +236,8 @@ GENERATED = (
 
 
 def _clear_generated(out: Path) -> None:
-    """What a publication writes is rewritten whole: no file of an earlier publication (of
-    other runs) stays behind beside the new ones."""
-    for sub in ("by_dataset", "compare"):
-        shutil.rmtree(out / sub, ignore_errors=True)
+    """What a study's publication writes is rewritten whole: no file of an earlier publication
+    (of other runs) stays behind beside the new ones."""
     for name in GENERATED:
         (out / name).unlink(missing_ok=True)
 

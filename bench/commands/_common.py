@@ -30,10 +30,13 @@ def run_tool(
     """Parse ``argv``, then import ``tool`` (a module with ``run(args)``) and run it; a user
     mistake is one ``error:`` line and exit code 2."""
     args = parser.parse_args(argv)
-    # imported here, not at the top: --help and --version stay fast (no torch, no pandas)
-    module = importlib.import_module(tool)
-    body = call or module.run
-    return exit_code_of(lambda: body(args))
+
+    def body() -> int:
+        # imported here, not at the top: --help and --version stay fast (no torch, no pandas)
+        module = importlib.import_module(tool)
+        return (call or module.run)(args)
+
+    return exit_code_of(body)
 
 
 def exit_with(main: Callable[[], int]) -> None:

@@ -146,6 +146,13 @@ class InMemoryDataModule(L.LightningDataModule):
         """Group (patient) id per sample of each split, where the source knows them."""
         return None
 
+    def source_notes(self) -> list[str]:
+        """What the record must say about how the source was read (skipped files, choices)."""
+        return []
+
+    def forget_caches(self) -> None:
+        """``+force=true``: read the source again, whatever a cache of it says."""
+
     def fingerprint(self) -> str | None:
         """Content hash of the data this module reads (it enters the run id); None when the
         data is generated from the config alone (synthetic sets)."""
@@ -196,7 +203,7 @@ class InMemoryDataModule(L.LightningDataModule):
             )
             raw["train"] = (train_x[idx], train_y[idx])
             log.info("using %d of %d training samples (stratified, seed %d)", keep, n, self.seed)
-        self.notes = class_coverage_notes(raw, self.base_spec())
+        self.notes = [*self.source_notes(), *class_coverage_notes(raw, self.base_spec())]
         self._raw = raw
         return raw
 

@@ -54,7 +54,18 @@ def read_array(npz: np.lib.npyio.NpzFile, key: str, path: Path, mmap_dir: Path |
                 np.save(f, npz[key])
             tmp.replace(out)
         return np.load(out, mmap_mode="r")
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+    except ValueError as e:
+        if "Object arrays" in str(e):  # saved from a list of strings or mixed objects
+            raise DataFormatError(
+                f"{path}: array {key!r} holds Python objects (strings or mixed values), not "
+                "numbers; save class labels as integers 0..K-1 (e.g. "
+                "numpy.unique(labels, return_inverse=True)[1]) and images as uint8"
+            ) from None
+        raise CorruptFileError(
+            f"{path}: array {key!r} is truncated or corrupt ({type(e).__name__}); "
+            "delete the file and download it again"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise CorruptFileError(
             f"{path}: array {key!r} is truncated or corrupt ({type(e).__name__}); "
             "delete the file and download it again"
@@ -119,8 +130,11 @@ def integral_labels(labels: np.ndarray, key: str, path: Path) -> np.ndarray:
     if labels.dtype.kind in "iub":
         return labels
     if labels.dtype.kind != "f":
+        kind = "text" if labels.dtype.kind in "US" else f"dtype {labels.dtype}"
         raise DataFormatError(
-            f"{path}: {key} has dtype {labels.dtype}; class labels must be integers 0..K-1"
+            f"{path}: {key} holds {kind} labels (e.g. {labels.flat[0]!r}); class labels must "
+            "be integers 0..K-1 (map names to indices, e.g. numpy.unique(labels, "
+            "return_inverse=True)[1])"
         )
     bad = ~np.isfinite(labels) | (labels != np.round(labels))
     if bad.any():

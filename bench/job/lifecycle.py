@@ -31,6 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench.console import install_noise_filters, print_run_summary
+from bench.data.fingerprint import forget as forget_digests
 from bench.errors import BenchError, Terminated, one_line
 from bench.job.build import RunContext
 from bench.job.cpu_fast import resolve_auto_settings
@@ -60,7 +61,8 @@ class Ending:
     status: str
     error: str | None = None
     traceback: str | None = None
-    # a failed run's exit code: the BenchError's (2: a user mistake), else 1
+    # the process's exit code: a failed run's is the BenchError's (2: a user mistake), else 1;
+    # an interrupted one exits 130 (Ctrl-C, SIGTERM), or -1 when the scheduler requeues it
     exit_code: int = 1
 
     @property
@@ -82,8 +84,15 @@ def root_cause(e: BaseException) -> BaseException:
 
 
 def ending_of(e: BaseException) -> Ending:
-    """Classify what stopped a run: SIGTERM and Ctrl-C leave it resumable, an Optuna prune is
-    no failure, out-of-memory says what to lower, a user mistake keeps its exit code (2)."""
+    """Classify what stopped a run: SIGTERM, Ctrl-C and a scheduler's requeue leave it
+    resumable, an Optuna prune is no failure, out-of-memory says what to lower, a user mistake
+    keeps its exit code (2)."""
+    if isinstance(e, SystemExit):  # submitit exits this way after requeueing the job
+        return Ending(
+            "interrupted",
+            "stopped by the scheduler for a requeue (preempted or at its time limit); the "
+            "requeued job resumes it from last.ckpt",
+        )
     if isinstance(e, Terminated):
         return Ending("interrupted", f"{e}; {RESUME_HINT}")
     if isinstance(e, KeyboardInterrupt):
@@ -100,10 +109,13 @@ def ending_of(e: BaseException) -> Ending:
 
 # -- before the claim -------------------------------------------------------------------------
 def setup_process(cfg: DictConfig) -> None:
-    """Console filters and torch threads: ``threads`` if set, else the cores shared among the
-    parallel local jobs of a sweep."""
+    """Console filters and torch threads: ``threads`` if set, else a SLURM task's cores, else
+    the cores shared among the parallel local jobs of a sweep."""
     install_noise_filters()
     threads = cfg.get("threads")
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if threads is None and slurm_cpus.isdigit():  # a SLURM task: the cores it was given
+        threads = int(slurm_cpus)
     if threads is None:
         try:
             hc = HydraConfig.get()
@@ -124,6 +136,9 @@ def preflight(cfg: DictConfig, cfg_dict: dict, datamodule=None):
     check_runs_dir(cfg.paths.runs_dir)
     if datamodule is None:
         datamodule = instantiate_group(cfg.data, "data")
+    if cfg.get("force"):  # +force=true re-reads the data, whatever a cache says
+        forget_digests()
+        datamodule.forget_caches()
     fingerprint = datamodule.fingerprint()
     if fingerprint:
         cfg_dict["data"]["fingerprint"] = fingerprint
@@ -340,7 +355,8 @@ def outcome_of(record: RunRecord, status: str, wall: float) -> JobOutcome:
 
 def stop_if_interrupted(ending: Ending) -> None:
     """After the records are written: Ctrl-C / SIGTERM ends the process with 130, and the
-    default Ctrl-C handler is back (Lightning's graceful one would swallow a second one)."""
+    default Ctrl-C handler is back (Lightning's graceful one would swallow a second one); a
+    scheduler's requeue exits as submitit asked (-1)."""
     if ending.interrupted:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise SystemExit(130)
+        raise SystemExit(ending.exit_code)

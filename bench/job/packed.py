@@ -249,7 +249,11 @@ def _train_claimed(
     ending = DONE
     try:
         _fit_and_evaluate(cfg, members, resume_from)
-    except (Exception, KeyboardInterrupt) as e:  # every member's record says how it ended
+    except (
+        Exception,
+        KeyboardInterrupt,
+        SystemExit,
+    ) as e:  # every member's record says how it ended
         ending = ending_of(e)
     wall = time.perf_counter() - start
     outcomes = {}

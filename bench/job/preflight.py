@@ -32,6 +32,16 @@ def check_trainable(cfg: DictConfig) -> None:
             "trainer.max_epochs=0 trains nothing and would rank an untrained model; "
             "set trainer.max_epochs to 1 or more"
         )
+    if (
+        max_epochs is not None
+        and int(max_epochs) == -1
+        and not ((max_steps is not None and int(max_steps) > 0) or trainer.get("max_time"))
+    ):
+        raise ConfigError(
+            "trainer.max_epochs=-1 trains until stopped (and the LR schedule, in fractions of "
+            "the epochs, decays after epoch 1); set trainer.max_epochs, or a limit with "
+            "trainer.max_steps or trainer.max_time"
+        )
     if max_epochs is not None and int(max_epochs) < -1:
         raise ConfigError(f"trainer.max_epochs={max_epochs}: use a positive number of epochs")
     if max_steps is not None and int(max_steps) == 0:

@@ -104,7 +104,7 @@ def train_one(cfg: DictConfig, datamodule=None, member: int | None = None) -> Jo
         try:
             run_job(cfg, record, run_dir, resume, datamodule)
             record.status = "done"
-        except (Exception, KeyboardInterrupt) as e:  # isolate the sweep from any crash
+        except (Exception, KeyboardInterrupt, SystemExit) as e:  # isolate the sweep from any crash
             ending = ending_of(e)
         outcome = close_record(record, store, cfg, ending, time.perf_counter() - start, member)
     stop_if_interrupted(ending)
