@@ -75,7 +75,11 @@ def perceptual_hash(pixels: np.ndarray) -> np.ndarray:
 
 
 def near_duplicates(
-    phashes: dict[str, list[np.ndarray]], items: dict, report: DataReport, distance: int
+    phashes: dict[str, list[np.ndarray]],
+    paths: dict[str, list[Path]],
+    report: DataReport,
+    distance: int,
+    exact: dict[str, list[str]] | None = None,
 ) -> None:
     """Pairs of images in different splits whose pHashes differ in at most ``distance`` bits
     (exact duplicates are reported already): resized or re-saved copies leak across splits."""
@@ -87,8 +91,10 @@ def near_duplicates(
                 continue
             ha, hb = np.stack(phashes[a]), np.stack(phashes[b])
             d = (ha[:, None, :] != hb[None, :, :]).sum(-1)
-            for ia, ib in zip(*np.nonzero((d <= distance) & (d > 0)), strict=True):
-                pairs.append((int(d[ia, ib]), a, items[a][0][ia], b, items[b][0][ib]))
+            for ia, ib in zip(*np.nonzero(d <= distance), strict=True):
+                if exact and exact[a][ia] == exact[b][ib]:
+                    continue  # an exact duplicate: reported as one already
+                pairs.append((int(d[ia, ib]), a, paths[a][ia], b, paths[b][ib]))
     if pairs:
         pairs.sort()
         shown = "; ".join(f"{pa.name} ({a}) ~ {pb.name} ({b}): distance {dd}"
@@ -207,10 +213,10 @@ def check_npz(path: Path) -> DataReport:
 
 def _decoded_split(
     items: tuple[list[Path], np.ndarray], report: DataReport, split: str
-) -> tuple[list, list[int]]:
-    """Every file of a split through the training reader: (decoded images, labels); a file
+) -> tuple[list, list[int], list[Path]]:
+    """Every file of a split through the training reader: (decoded images, labels, paths); a file
     training would refuse is a problem line naming it."""
-    decoded, labels, sizes, modes = [], [], Counter(), Counter()
+    decoded, labels, paths, sizes, modes = [], [], [], Counter(), Counter()
     for f, y in zip(*items, strict=True):
         try:
             d = decode(f)
@@ -219,6 +225,7 @@ def _decoded_split(
             continue
         decoded.append(d)
         labels.append(int(y))
+        paths.append(f)
         h, w = d.pixels.shape[:2]
         sizes[f"{w}x{h}"] += 1
         modes["rgb" if d.has_colour else "gray"] += 1
@@ -227,7 +234,7 @@ def _decoded_split(
     report.lines.append(
         f"{split}: {len(decoded)} images; sizes {dict(sizes.most_common(5))}; read as {dict(modes)}"
     )
-    return decoded, labels
+    return decoded, labels, paths
 
 
 def check_folder(root: Path, near_distance: int = NEAR_DISTANCE) -> DataReport:
@@ -241,9 +248,9 @@ def check_folder(root: Path, near_distance: int = NEAR_DISTANCE) -> DataReport:
     if scan.carved_val:
         report.warnings.append("no val folder: training splits val from train (stratified)")
     items = module.assignments(scan)
-    labels, hashes, phashes, colour = {}, {}, {}, 0
+    labels, hashes, phashes, read, colour = {}, {}, {}, {}, 0
     for split in SPLITS:
-        decoded, split_labels = _decoded_split(items[split], report, split)
+        decoded, split_labels, read[split] = _decoded_split(items[split], report, split)
         labels[split] = np.array(split_labels, dtype=np.int64)
         hashes[split] = _pixel_hashes([d.pixels for d in decoded])
         phashes[split] = [perceptual_hash(d.pixels) for d in decoded]
@@ -262,7 +269,7 @@ def check_folder(root: Path, near_distance: int = NEAR_DISTANCE) -> DataReport:
     except DataFormatError as e:
         report.problems.append(str(e))
     duplicates(hashes, report)
-    near_duplicates(phashes, items, report, near_distance)
+    near_duplicates(phashes, read, report, near_distance, hashes)
     return report
 
 

@@ -92,11 +92,13 @@ def ending_of(e: BaseException) -> Ending:
             "interrupted",
             "stopped by the scheduler for a requeue (preempted or at its time limit); the "
             "requeued job resumes it from last.ckpt",
+            exit_code=-1,
         )
     if isinstance(e, Terminated):
-        return Ending("interrupted", f"{e}; {RESUME_HINT}")
+        return Ending("interrupted", f"{e}; {RESUME_HINT}", exit_code=130)
     if isinstance(e, KeyboardInterrupt):
-        return Ending("interrupted", f"interrupted by the user (Ctrl-C); {RESUME_HINT}")
+        message = f"interrupted by the user (Ctrl-C); {RESUME_HINT}"
+        return Ending("interrupted", message, exit_code=130)
     cause = root_cause(e)
     if type(cause).__name__ == "TrialPruned":  # an Optuna study stopped this trial
         return Ending("pruned", str(cause))
