@@ -72,6 +72,30 @@ def train_run(root: Path, overrides: list[str]):
     return train(cfg)
 
 
+# the tools' tests share one trained run (trained once per session; each test gets a copy)
+BCCNN_RUN = ["model=bccnn", "model.batch_norm=true", *FAST, "trainer.max_epochs=2"]
+
+
+@pytest.fixture(scope="session")
+def _bccnn_store(tmp_path_factory):
+    out = train_run(tmp_path_factory.mktemp("bccnn_store"), BCCNN_RUN)
+    assert out.status == "done", out.error
+    return Path(out.record_path).parent
+
+
+@pytest.fixture
+def bccnn_run(_bccnn_store, tmp_path):
+    """A private copy of the session's trained BCCNN run (a tool may write into it): its
+    record."""
+    import shutil
+
+    from bench.records import load_record
+
+    dest = tmp_path / "runs" / _bccnn_store.name
+    shutil.copytree(_bccnn_store, dest)
+    return load_record(dest)
+
+
 def cli_env(cwd: Path, env: dict | None = None) -> dict:
     """Environment for a CLI run in ``cwd``: data, run store and logs under it, W&B disabled."""
     return {

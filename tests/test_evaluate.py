@@ -100,8 +100,8 @@ def _trained(make_cfg, extra=(), base=tuple(FAST)):
     return cfg, load_record(outcome.record_path)
 
 
-def test_tta_identity_equals_plain_evaluation_and_flips_make_their_own_row(make_cfg):
-    plain_cfg, plain = _trained(make_cfg)
+def test_tta_identity_equals_plain_evaluation_and_flips_make_their_own_row(make_cfg, bccnn_run):
+    plain = bccnn_run
     ident_cfg, ident = _trained(make_cfg, ["eval.tta=identity"])
     assert ident.config_id != plain.config_id  # its own leaderboard row
     for k in ("auc", "acc", "loss"):
@@ -120,26 +120,26 @@ def test_tta_identity_equals_plain_evaluation_and_flips_make_their_own_row(make_
     assert torch.allclose(torch.softmax(out, 1).sum(1), torch.ones(4))
 
 
-def test_bench_tta_is_an_evaluation_of_the_run_not_a_new_row(make_cfg, tmp_path):
+def test_bench_tta_is_an_evaluation_of_the_run_not_a_new_row(bccnn_run):
     from bench.board import build_board
     from bench.evaluate.tta import tta_run
     from bench.records import load_record
 
-    cfg, rec = _trained(make_cfg)
+    rec = bccnn_run
     tta_run(rec.dir, "identity")
     stored = load_record(rec.dir)
     got = stored.evaluations["tta"]["identity"]
     assert got["views"] == 1 and got["test"]["auc"] == pytest.approx(rec.test["auc"], abs=1e-6)
     assert stored.test == rec.test and stored.cost == rec.cost  # the run itself is unchanged
-    table = build_board(cfg.paths.runs_dir, n_boot=0).table
+    table = build_board(rec.dir.parent, n_boot=0).table
     assert len(table) == 1 and len(list(rec.dir.parent.iterdir())) == 1
 
 
-def test_mc_dropout_and_a_model_without_dropout(make_cfg):
+def test_mc_dropout_and_a_model_without_dropout(make_cfg, bccnn_run):
     from bench.errors import ConfigError
     from bench.evaluate.uncertainty import mc_dropout
 
-    _, rec = _trained(make_cfg)  # BCCNN: dropout 0.5 in its dense layers
+    rec = bccnn_run  # BCCNN: dropout 0.5 in its dense layers
     mc = mc_dropout(rec, samples=4)
     assert mc["samples"] == 4 and 0 <= mc["test"]["auc"] <= 1
     assert mc["aurc_mutual_info"] >= 0 and mc["mean_mutual_info"] >= 0
@@ -149,12 +149,12 @@ def test_mc_dropout_and_a_model_without_dropout(make_cfg):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_pytorch_on_the_test_split_and_writes_a_card(make_cfg, fmt):
+def test_export_matches_pytorch_on_the_test_split_and_writes_a_card(bccnn_run, fmt):
     import json
 
     from bench.export import export
 
-    _, rec = _trained(make_cfg)
+    rec = bccnn_run
     meta = export(rec.dir, fmt)
     assert meta["check"]["max_abs_diff_vs_pytorch"] <= 1e-4
     assert meta["check"]["samples"] == 48

@@ -11,10 +11,8 @@ import pytest
 from PIL import Image
 
 import bench
-from bench.job.entry import train
-from bench.records import load_record
 
-from conftest import FAST, PNEUMONIA, needs_pneumonia, run_cli
+from conftest import PNEUMONIA, needs_pneumonia, run_cli
 
 COMMANDS = [
     ("bench-leaderboard", "bench.commands.leaderboard"),
@@ -31,11 +29,8 @@ COMMANDS = [
 
 
 @pytest.fixture
-def trained(make_cfg):
-    cfg = make_cfg(["model=bccnn", *FAST, "trainer.max_epochs=2"])
-    outcome = train(cfg)
-    assert outcome.status == "done", outcome.error
-    return cfg, load_record(outcome.record_path)
+def trained(bccnn_run):
+    return None, bccnn_run
 
 
 def _test_images_as_pngs(record, folder, n=12):

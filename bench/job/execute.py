@@ -51,9 +51,10 @@ def fit_module(trainer, module, resume: str | None, datamodule=None) -> float:
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    except SystemExit:
-        # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
-        if trainer.interrupted:
+    except SystemExit as e:
+        # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown; submitit's exit
+        # after requeueing the job (preemption, time limit) is sys.exit(-1): it stays one
+        if trainer.interrupted and e.code != -1:
             raise _interruption(trainer) from None
         raise
     if trainer.interrupted:

@@ -2,15 +2,14 @@
 accounting is off.
 
 submitit follows its jobs with ``sacct``; on a cluster without accounting storage (small lab
-clusters, a one-node test cluster) every poll then warns "Bypassing sacct error". The jobs are
-still followed (by their result files), so the warning is said once, in our words, and the rest
-are dropped by message.
+clusters, a one-node test cluster) every poll then logs "Bypassing sacct error". The jobs are
+still followed (by their result files), so it is said once, in our words, and the repeats are
+dropped by message (nothing else submitit says is touched).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
@@ -19,7 +18,19 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 
 log = logging.getLogger("bench.launch")
-SACCT_NOISE = r".*Bypassing sacct error"
+SACCT_NOISE = "Bypassing sacct error"
+
+
+class _SacctFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if SACCT_NOISE in record.getMessage():
+            self.dropped += 1
+            return False
+        return True
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
@@ -28,17 +39,20 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            returns = super().launch(job_overrides, initial_job_idx)
-        sacct = [w for w in caught if "Bypassing sacct error" in str(w.message)]
-        if sacct:
-            log.info(
-                "SLURM accounting is off on this cluster (sacct answered %d poll(s) with an "
-                "error): the jobs were followed by their result files",
-                len(sacct),
-            )
-        for w in caught:  # everything else is shown as it would have been
-            if w not in sacct:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return returns
+        quiet = _SacctFilter()
+        submitit_log = logging.getLogger("submitit")
+        submitit_log.addFilter(quiet)
+        for handler in logging.getLogger().handlers:  # records propagated to Hydra's handlers
+            handler.addFilter(quiet)
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        finally:
+            submitit_log.removeFilter(quiet)
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(quiet)
+            if quiet.dropped:
+                log.info(
+                    "SLURM accounting is off on this cluster (sacct failed on %d poll(s)): "
+                    "the tasks were followed by their result files",
+                    quiet.dropped,
+                )
