@@ -173,10 +173,11 @@ def test_ddp_under_srun_two_tasks_one_record_whole_test_split(slurm, tmp_path):
 
 
 def test_a_failing_task_records_its_error_and_the_others_finish(slurm, tmp_path):
-    proc = _sweep(slurm, tmp_path, [*TINY, "trainer.max_epochs=1", "data.batch_size=16,0"])
+    bad = "trainer.gradient_clip_val=null,abc"  # the second task fails inside its job
+    proc = _sweep(slurm, tmp_path, [*TINY, "trainer.max_epochs=1", bad])
     recs = list(_records(tmp_path).values())
     done = [r for r in recs if r.status == "done"]
     failed = [r for r in recs if r.status == "failed"]
     assert len(done) == 1 and len(failed) == 1, [(r.status, r.error) for r in recs]
-    assert "\n" not in failed[0].error and "batch_size" in failed[0].error
+    assert "\n" not in failed[0].error and "gradient_clip_val" in failed[0].error
     assert proc.returncode == 1  # the number of failed jobs

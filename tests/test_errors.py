@@ -225,3 +225,15 @@ def test_cli_prints_one_line_for_config_mistakes(tmp_path):
         and "model=resnet5O is not a config in conf/model/" in proc.stderr
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_a_value_the_trainer_refuses_is_one_line_naming_the_group(tmp_path):
+    from conftest import FAST, train_run
+
+    out = train_run(
+        tmp_path, ["model=bccnn", "model.width=4", *FAST, "trainer.gradient_clip_val=abc"]
+    )
+    assert out.status == "failed" and out.exit_code == 2
+    assert out.error.startswith(
+        "ConfigError: trainer: Trainer refused a value: `gradient_clip_val`"
+    )

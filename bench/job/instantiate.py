@@ -48,9 +48,16 @@ def instantiate_group(node: Any, group: str, **kwargs: Any) -> Any:
         if isinstance(cause, BenchError):
             raise cause from None
         match = _UNEXPECTED.search(str(cause)) if cause is not None else None
-        if match is None:
-            raise
-        raise _unknown_option(group, match.group(1), str(node.get("_target_", "?"))) from None
+        if match is not None:
+            raise _unknown_option(group, match.group(1), str(node.get("_target_", "?"))) from None
+        first = e.__cause__ or e.__context__
+        if isinstance(first, (TypeError, ValueError)):  # a value the target refuses
+            target = str(node.get("_target_", "?")).rsplit(".", 1)[-1]
+            message = " ".join(str(first).split())[:300]
+            raise ConfigError(
+                f"{group}: {target} refused a value: {message}; fix the {group}.* override"
+            ) from None
+        raise
 
 
 def _unknown_option(group: str, key: str, target: str) -> ConfigError:
