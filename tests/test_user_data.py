@@ -453,3 +453,34 @@ def test_random_folder_trees_are_read_as_laid_out(tree, tmp_path_factory):
 
 SPLIT_ROLE = {"train": "train", "test": "test", "val": "val", "valid": "val",
               "validation": "val", "dev": "val"}  # fmt: skip
+
+
+def test_check_of_a_folder_with_an_empty_file_is_one_problem_line(tmp_path):
+    from bench.datacheck import check_folder
+
+    root = _classes(tmp_path / "r", n=4)
+    (root / "normal" / "broken.png").write_bytes(b"")
+    (root / "normal" / "._normal_1.png").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble: skipped
+    report = check_folder(root)
+    assert [p for p in report.problems if "broken.png is empty" in p]
+    assert "hidden or system entries" in " ".join(report.warnings)
+
+
+def test_predict_of_a_2d_run_on_volumes_is_one_line(bccnn_run, tmp_path):
+    from bench.errors import DataFormatError
+    from bench.predict import predict_table
+
+    np.savez(tmp_path / "vol.npz", images=np.zeros((2, 28, 28, 28), np.uint8))
+    with pytest.raises(DataFormatError, match="this run takes 2D images"):
+        predict_table(bccnn_run.dir, [str(tmp_path / "vol.npz")])
+
+
+def test_a_reused_sweep_dir_counts_only_this_sweep(tmp_path):
+    from conftest import run_cli
+
+    args = ["bench-train", "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "model=bccnn",
+            "model.width=4", *FAST, "seed=0,1"]  # fmt: skip
+    run_cli(args, tmp_path, check=True)
+    again = run_cli([*args[:-1], "seed=2,3"], tmp_path, check=True)
+    text = again.stdout + again.stderr
+    assert "job 1 of 2: done" in text and "(1 done, 0 failed, 0 skipped" in text, text[-2000:]

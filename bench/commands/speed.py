@@ -153,6 +153,12 @@ def parser():
     eta.add_argument("--experiment", default="medmnist_protocol", help="the rows' recipe")
     eta.add_argument("--budget-h", type=float, default=1.5, help="hours per seed that run here")
     eta.add_argument("--train-batches", type=int, default=6, help="timed training batches")
+    eta.add_argument(
+        "--preset",
+        choices=["fp32", "cpu_fast"],
+        default="fp32",
+        help="time the rows at the protocol's fp32 or under trainer=cpu_fast",
+    )
     aggregate = sub.add_parser("aggregate", parents=[common], help="re-summarise saved reps")
     aggregate.add_argument("aggregate_from", metavar="FILE", help="speed_reps.csv or a JSON log")
     return p

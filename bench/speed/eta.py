@@ -42,6 +42,12 @@ class RowCost:
     threads: int
     measured_at: str
     command: str
+    # fp32 (the protocol) or cpu_fast (trainer=cpu_fast: what this CPU runs fastest)
+    preset: str = "fp32"
+
+
+# what trainer=cpu_fast adds to a row (the protocol experiment pins fp32; auto lets it choose)
+CPU_FAST = ["trainer=cpu_fast", "trainer.precision=auto", "task.channels_last=auto"]
 
 
 def measure_row(
@@ -50,13 +56,17 @@ def measure_row(
     experiment: str | None = "medmnist_protocol",
     extra: list[str] | None = None,
     train_batches: int = 6,
+    preset: str = "fp32",
 ) -> RowCost:
     """Time ``train_batches`` training batches (second epoch: warm) and one validation pass of
-    ``data`` x ``model``; scale to the experiment's epochs and the real split sizes."""
+    ``data`` x ``model``; scale to the experiment's epochs and the real split sizes.
+    ``preset="cpu_fast"`` times it under ``trainer=cpu_fast``."""
     import torch
     from omegaconf import open_dict
 
     row = [f"data={data}", f"model={model}", *(extra or [])]
+    if preset == "cpu_fast":
+        row += CPU_FAST
     if experiment:
         row.insert(0, f"experiment={experiment}")
     cfg = compose_in_temp_store(
@@ -101,6 +111,7 @@ def measure_row(
         threads=torch.get_num_threads(),
         measured_at=time.strftime("%Y-%m-%d"),
         command=" ".join(["bench-train -m", *row, "seed=0,1,2"]),
+        preset=preset,
     )
 
 
@@ -132,7 +143,7 @@ def study_eta(args) -> int:
             data, model, extra = parse_row(text)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        cost = measure_row(data, model, args.experiment, extra, args.train_batches)
+        cost = measure_row(data, model, args.experiment, extra, args.train_batches, args.preset)
         row = as_row(cost, args.budget_h)
         rows.append(row)
         verdict = "runs here" if row["runs_here"] else f"over {args.budget_h} h: listed"
@@ -143,6 +154,6 @@ def study_eta(args) -> int:
             flush=True,
         )
     path = out / "eta.csv"
-    write_replacing(path, pd.DataFrame(rows), ["dataset", "model"])
+    write_replacing(path, pd.DataFrame(rows), ["dataset", "model", "preset"])
     print(f"wrote {path}")
     return 0
