@@ -4,13 +4,15 @@ measured fastest, bf16 only on a CPU that has it, resolved into the run's config
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pandas as pd
 import pytest
 
 import bench.job.cpu_fast as cpu_fast
 from bench.job.instantiate import compose_train
-from bench.records import compute_config_id, load_record
+from bench.records import Cost, RunRecord, RunStore, compute_config_id, load_record
+from bench.speed.parity import cpu_page, parity_table
 
 from conftest import FAST, ROOT, train_run
 
@@ -75,3 +77,60 @@ def test_the_preset_table_is_the_roofline_measurement():
         )
         speed = rows.set_index("setting")["train_samples_per_sec"]
         assert speed[setting] >= 0.95 * speed.max(), (model, setting, speed.to_dict())
+
+
+def _parity_record(store, model, seed, precision, auc, acc):
+    config = {"model": {"name": model}, "data": {"name": "breastmnist"}, "seed": seed,
+              "trainer": {"precision": precision}, "task": {"channels_last": True}}  # fmt: skip
+    rec = RunRecord(
+        run_id=f"{model}-{precision}-s{seed}",
+        status="done",
+        config=config,
+        dataset="breastmnist",
+        model=model,
+        seed=seed,
+        epochs=100,
+        precision=precision,
+        test={"auc": auc, "acc": acc},
+        cost=Cost(train_time_s=60.0),
+    )
+    store.write(rec)
+    return rec
+
+
+def test_parity_is_the_difference_of_means_against_the_seed_spread(tmp_path):
+    """fp32 AUCs 0.80/0.82/0.84 (std 0.02) vs bf16 0.81/0.83/0.85: Δ +0.01 within 0.02 → parity;
+    ACC 0.70/0.70/0.70 vs 0.80/0.80/0.80 (both std 0): Δ +0.10 outside → no parity. A seed
+    without its fp32 twin is left out."""
+    store = RunStore(tmp_path)
+    for seed, (a32, a16) in enumerate([(0.80, 0.81), (0.82, 0.83), (0.84, 0.85)]):
+        _parity_record(store, "bccnn", seed, "32-true", a32, 0.70)
+        _parity_record(store, "bccnn", seed, "bf16-mixed", a16, 0.80)
+    _parity_record(store, "bccnn", 7, "bf16-mixed", 0.10, 0.10)
+    table = parity_table(store.iter_records()[0], ["bccnn"], ["breastmnist"])
+    row = table.iloc[0]
+    assert row["seeds"] == "0;1;2" and row["fast_setting"] == "bf16-mixed channels-last"
+    assert row["diff_auc"] == pytest.approx(0.01) and row["seed_spread_auc"] == pytest.approx(0.02)
+    assert row["diff_acc"] == pytest.approx(0.10) and row["seed_spread_acc"] == pytest.approx(0, abs=1e-12)
+    assert not row["parity"]
+    assert row["fp32_train_min"] == pytest.approx(1.0)
+
+
+def test_the_published_cpu_page_and_parity_csv_are_rebuilt_from_the_committed_runs(tmp_path):
+    """precision_parity.csv from the committed run stores, cpu_fast.md from the committed CSVs:
+    both equal to what is committed (no figure typed)."""
+    speed = ROOT / "results" / "speed"
+    committed = pd.read_csv(speed / "precision_parity.csv")
+    stores = [
+        ROOT / "results" / s / "runs" for s in ("breastmnist", "pneumoniamnist", "speed/parity")
+    ]
+    records = [r for s in stores if s.is_dir() for r in RunStore(s).iter_records()[0]]
+    rebuilt = parity_table(records, ["bccnn", "resnet18"], ["breastmnist", "pneumoniamnist"])
+    pd.testing.assert_frame_equal(
+        rebuilt.reset_index(drop=True), committed, check_dtype=False, rtol=1e-5
+    )
+    for name in ("cpu_roofline.csv", "cpu_peak.csv", "precision_parity.csv"):
+        shutil.copy(speed / name, tmp_path / name)
+    (tmp_path / "cpu_fast").mkdir()
+    shutil.copy(speed / "cpu_fast" / "speed.csv", tmp_path / "cpu_fast" / "speed.csv")
+    assert cpu_page(tmp_path).read_text() == (speed / "cpu_fast.md").read_text()

@@ -30,7 +30,7 @@ EXACT = [
 ]
 CASES = {
     "bccnn": ["model=bccnn", "model.dropout=0.0", "model.width=8", "data.augment=light"],
-    "resnet18_28": ["model=paper_resnet18", "data.n_train=32", "data.n_val=16", "data.n_test=16"],
+    "resnet18_28": ["model=paper_resnet18", "data.n_train=16", "data.n_val=12", "data.n_test=12"],
     "cnn3d": [
         "data=synthetic3d",
         "model=cnn3d",
@@ -240,8 +240,8 @@ def test_a_packed_sweep_counts_every_member(tmp_path):
     "model",
     [
         ["model=mobilenet"],
-        ["data=synthetic3d", "model=resnet18_3d", "data.n_train=16", "data.n_val=8",
-         "data.n_test=8", "data.batch_size=8"],
+        ["data=synthetic3d", "data.size=16", "model=resnet18_3d", "data.n_train=16",
+         "data.n_val=8", "data.n_test=8", "data.batch_size=8"],
     ],
     ids=["mobilenetv2", "resnet18_3d"],
 )  # fmt: skip

@@ -65,8 +65,10 @@ def _special(args: argparse.Namespace, argv: list[str]) -> int | None:
         print(f"wrote {out / 'README.md'} (notes from {args.notes})")
         return 0
     if args.add_runs:
-        if not args.name:
-            raise ConfigError("--add-runs copies runs into a study: give --name STUDY")
+        if not (args.name or args.out):
+            raise ConfigError(
+                "--add-runs copies runs into a study: give --name STUDY (or --out FOLDER)"
+            )
         added = add_runs([Path(s) for s in args.add_runs], study_dir(args), args.dataset)
         print(f"added {len(added)} run(s) to {study_dir(args) / 'runs'}")
         return 0

@@ -82,7 +82,8 @@ def _publishing_options(p) -> None:
         nargs="+",
         metavar="STORE",
         help="copy the finished runs of these stores (record, predictions, curve; no weights) "
-        "into results/<--name>/runs, the study's committed store; then --publish-all",
+        "into results/<--name>/runs (or <--out>/runs), the study's committed store; publish "
+        "with --publish-all afterwards",
     )
     p.add_argument(
         "--publish-all",
