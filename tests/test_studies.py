@@ -12,7 +12,7 @@ import pytest
 
 from bench.board.cross import publish_cross, study_rows
 from bench.board.outputs import markdown
-from bench.board.publish import merge_legacy
+from bench.board.publish import legacy_comparison, merge_legacy
 from bench.speed.eta import parse_row
 from bench.stats import friedman_min_p, friedman_nemenyi
 
@@ -184,6 +184,45 @@ def test_legacy_rows_stay_marked_until_runs_of_their_model_replace_them(tmp_path
     merged = merge_legacy(again, tmp_path / "legacy.csv", None)
     assert sorted(merged["config_id"]) == ["a2", "b1"]
     assert merged.set_index("config_id")["runs_in_repo"].to_dict() == {"a2": True, "b1": False}
+
+
+def test_a_retrained_row_is_set_against_its_legacy_row_within_the_seed_spread(tmp_path):
+    """legacy_vs_retrained.csv by hand: difference of means, the larger std as the spread, and
+    agreement per metric; rows still legacy, and ensembles, are not compared."""
+    cols = {"dataset": "d", "scheme": "scratch", "kind": "classification", "n_runs": 3}
+    old = pd.DataFrame(
+        {
+            **cols,
+            "model": ["a", "a", "b"],
+            "ensemble": [False, True, False],
+            "test_auc_mean": [0.90, 0.95, 0.70],
+            "test_auc_std": [0.01, np.nan, 0.02],
+            "test_acc_mean": [0.80, 0.85, 0.60],
+            "test_acc_std": [0.02, np.nan, 0.01],
+            "runs_commit": "170c3d9f7f65",
+        }
+    )
+    old.to_csv(tmp_path / "legacy.csv", index=False)
+    new = pd.DataFrame(
+        {
+            **cols,
+            "model": ["a", "a"],
+            "ensemble": [False, True],
+            "test_auc_mean": [0.915, 0.96],
+            "test_auc_std": [0.03, np.nan],
+            "test_acc_mean": [0.75, 0.86],
+            "test_acc_std": [0.01, np.nan],
+        }
+    )
+    table = merge_legacy(new, tmp_path / "legacy.csv", None)
+    out = legacy_comparison(table, tmp_path / "legacy.csv", None)
+    assert list(out["model"]) == ["a"]  # b is still legacy; the ensembles are not compared
+    row = out.iloc[0]
+    assert row["diff_test_auc"] == pytest.approx(0.015)
+    assert row["seed_spread_test_auc"] == pytest.approx(0.03) and row["agree_test_auc"]
+    assert row["diff_test_acc"] == pytest.approx(-0.05)
+    assert row["seed_spread_test_acc"] == pytest.approx(0.02) and not row["agree_test_acc"]
+    assert row["legacy_commit"] == "170c3d9f7f65"
 
 
 def test_keep_published_is_retired_with_the_way_to_add_runs(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.io import atomic_write_text
-from bench.records import RunRecord, cpu_name, git_sha, now_iso
+from bench.records import RunRecord, git_sha, now_iso
 
 INTERNAL = ("_first_run",)
 
@@ -31,6 +31,16 @@ def mean_std(row, col: str) -> str:
     if mean is None or mean != mean:
         return ""
     return f"{mean:.3f} ± {std:.3f}" if std is not None and std == std else f"{mean:.3f}"
+
+
+def _text(value) -> str:
+    """A cell as text: empty for a missing value (legacy rows are read back from CSV, where an
+    empty cell is NaN and an integer column with gaps is float), whole floats without ``.0``."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def markdown(board: pd.DataFrame) -> str:
@@ -64,13 +74,13 @@ def markdown(board: pd.DataFrame) -> str:
         out += [f"### {ds}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, r in g.iterrows():
             lo, hi = r.get(f"{metric}_ci95_lo"), r.get(f"{metric}_ci95_hi")
-            runs = f"ens×{int(r['n_members'])}" if r.get("ensemble") else str(r.get("n_runs", ""))
+            runs = f"ens×{int(r['n_members'])}" if r.get("ensemble") else _text(r.get("n_runs"))
             cells = [
                 _num(r.get("rank"), ".0f"),
                 str(r["model"]) + (" †" if str(r.get("runs_in_repo")).lower() == "false" else ""),
                 str(r["scheme"]),
-                *[str(r.get(c, "")) if r.get(c) is not None else "" for c in cols],
-                str(r.get("epochs", "")),
+                *[_text(r.get(c)) for c in cols],
+                _text(r.get("epochs")),
                 runs,
                 mean_std(r, metric),
                 f"[{lo:.3f}, {hi:.3f}]" if lo is not None and lo == lo else "",
@@ -90,7 +100,7 @@ def markdown(board: pd.DataFrame) -> str:
                 cells += [
                     _num(r.get("ref_auc")),
                     f"{d:+.3f}" if d is not None and d == d else "",
-                    str(r.get("ref_note") or ""),
+                    _text(r.get("ref_note")),
                 ]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
@@ -152,6 +162,19 @@ def _compute_lines(board: pd.DataFrame, records: dict[str, RunRecord]) -> list[s
     ]
 
 
+def _trained_on(records: dict[str, RunRecord]) -> str:
+    """The CPUs and thread counts the runs trained with, from their records: the page says where
+    its numbers were measured, never where they happened to be aggregated."""
+    seen = sorted(
+        {
+            f"{r.env.cpu}, {r.env.cpu_threads} thread{'s' if r.env.cpu_threads != 1 else ''}"
+            for r in records.values()
+            if r.env.cpu and r.env.cpu_threads
+        }
+    )
+    return f" (trained on {'; '.join(seen)})" if seen else ""
+
+
 def write_csv(path: Path, df: pd.DataFrame) -> Path:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
     return path
@@ -181,7 +204,6 @@ def write_provenance(
 ) -> Path:
     """A README saying how the published tables were produced: command, commit, hardware, the
     compute per row and in total, and the study's own notes (``narrative``)."""
-    import torch
 
     def joined(col):
         return ";".join(sorted({str(v) for v in board.get(col, []) if v is not None and v == v}))
@@ -194,8 +216,7 @@ def write_provenance(
         *([f"Runs trained by: `{recipe}`", ""] if recipe else []),
         f"- commit(s) of the runs: {joined('git_sha') or 'unknown'}; "
         f"aggregated at commit {git_sha() or 'unknown'}",
-        f"- hardware: {joined('device')} (aggregated on {cpu_name()}, "
-        f"{torch.get_num_threads()} threads); torch {joined('torch')}",
+        f"- hardware: {joined('device')}{_trained_on(records or {})}; torch {joined('torch')}",
         f"- epochs: {joined('epochs')}; runs per row: {joined('n_runs')}",
         "- CIs: percentile bootstrap over test samples (cases for segmentation), pooled over "
         "seeds (bench/stats.py); rows share rank 1 when their CI overlaps the leader's",

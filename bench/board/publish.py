@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -134,6 +135,36 @@ def merge_legacy(table: pd.DataFrame, legacy: Path, metric: str | None) -> pd.Da
     return rank(merged, metric)
 
 
+def legacy_comparison(table: pd.DataFrame, legacy: Path, metric: str | None) -> pd.DataFrame:
+    """Each legacy row (single runs, not ensembles) that runs in the repository now replace:
+    both means and standard deviations of ``metric`` and ACC, their difference and the seed
+    spread (the larger std); ``agree_<metric>`` when the difference is within that spread. This is how a
+    page says, from its CSVs, whether a retrained row (on another file or commit) agrees."""
+    if not Path(legacy).exists():
+        return pd.DataFrame()
+    metric = metric or "test_auc"
+    old = pd.read_csv(legacy)
+    backed = table[table.get("runs_in_repo", True).astype(str).str.lower().ne("false")]
+    now = dict(zip(_legacy_keys(backed), backed.to_dict("records")))
+    rows = []
+    for key, before in zip(_legacy_keys(old), old.to_dict("records")):
+        after = now.get(key)
+        if after is None or str(before.get("ensemble")).lower() == "true":
+            continue
+        row = {"dataset": before["dataset"], "model": before["model"], "scheme": before["scheme"]}
+        row |= {"legacy_commit": before.get("runs_commit"), "legacy_runs": before.get("n_runs")}
+        row["runs"] = after.get("n_runs")
+        for m in (metric, "test_acc"):
+            lo, hi = before.get(f"{m}_mean"), after.get(f"{m}_mean")
+            spread = np.nanmax([before.get(f"{m}_std", np.nan), after.get(f"{m}_std", np.nan)])
+            row |= {f"legacy_{m}_mean": lo, f"legacy_{m}_std": before.get(f"{m}_std")}
+            row |= {f"{m}_mean": hi, f"{m}_std": after.get(f"{m}_std")}
+            row |= {f"diff_{m}": hi - lo, f"seed_spread_{m}": spread}
+            row[f"agree_{m}"] = bool(abs(hi - lo) <= spread)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 @contextlib.contextmanager
 def publish_lock(out: Path):
     """Hold ``out``'s publication lock (flock): two publications into one folder take turns,
@@ -222,10 +253,15 @@ def publish_study(results_dir: Path, study: StudyOptions, argv: list[str]) -> li
             f"study {study.name}: no finished runs in {out / RUNS} and no legacy rows"
         )
     _clear_generated(out)
+    retrained = legacy_comparison(table, out / LEGACY, study.metric)
+    if not retrained.empty:
+        write_csv(out / RETRAINED, retrained)
     return write_study(table, board, study, out, argv)
 
 
+RETRAINED = "legacy_vs_retrained.csv"
 GENERATED = (
+    RETRAINED,
     "per_class.csv",
     "robustness.csv",
     "robustness_summary.csv",
