@@ -135,3 +135,20 @@ def test_the_published_cpu_page_and_parity_csv_are_rebuilt_from_the_committed_ru
     (tmp_path / "cpu_fast").mkdir()
     shutil.copy(speed / "cpu_fast" / "speed.csv", tmp_path / "cpu_fast" / "speed.csv")
     assert cpu_page(tmp_path).read_text() == (speed / "cpu_fast.md").read_text()
+
+
+def test_compiling_never_beats_the_best_eager_setting_in_the_committed_cells():
+    """The speed page's reading of results/speed/compile: cpu_fast leaves task.compile off."""
+    path = ROOT / "results" / "speed" / "compile" / "cpu_roofline.csv"
+    if not path.exists():
+        pytest.skip(f"{path} not committed")
+    cells = pd.read_csv(path)
+    cells = cells[cells["error"].isna()]
+    compiled = cells["setting"].str.endswith("+compile")
+    assert compiled.any() and (~compiled).any()
+    for model, rows in cells.groupby("model"):
+        for col in ("train_samples_per_sec", "infer_samples_per_sec"):
+            best_eager = rows.loc[~compiled.loc[rows.index], col].max()
+            best_compiled = rows.loc[compiled.loc[rows.index], col].max()
+            assert best_compiled < best_eager, (model, col)
+    assert compose_train(["trainer=cpu_fast"]).task.compile is False
