@@ -64,3 +64,21 @@ def test_a_circle_would_be_caught(tmp_path, monkeypatch):
     graph.add_import(importer="bench.metrics", imported="bench.report")
     assert graph.chain_exists(importer="bench.report", imported="bench.metrics")
     assert graph.chain_exists(importer="bench.metrics", imported="bench.report")
+
+
+def test_no_function_over_80_lines_and_no_module_over_600():
+    """The size budget of the code's shape (docs/design.md): small modules, short functions."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "bench"
+    too_long = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 600:
+            too_long.append(f"{path.relative_to(root)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    too_long.append(f"{path.relative_to(root)}:{node.name}: {n} lines")
+    assert not too_long, too_long

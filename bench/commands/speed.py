@@ -51,9 +51,26 @@ def _common() -> argparse.ArgumentParser:
 
 
 def parser():
+    """bench-speed's parser: one sub-command per mode."""
     p = new_parser("bench-speed", __doc__.split(": ", 1)[1].replace("\n", " "), EXAMPLES)
     sub = p.add_subparsers(dest="mode", required=True)
     common = _common()
+    for add in (
+        _grid_arguments,
+        _colocate_arguments,
+        _project_arguments,
+        _protocol_arguments,
+        _packed_arguments,
+        _roofline_arguments,
+        _parity_arguments,
+        _eta_arguments,
+        _aggregate_arguments,
+    ):
+        add(sub, common)
+    return p
+
+
+def _grid_arguments(sub, common) -> None:
     grid = sub.add_parser("grid", parents=[common], help="models x methods x precisions")
     grid.add_argument(
         "--batch-scales",
@@ -70,6 +87,9 @@ def parser():
         metavar="FILE",
         help="also profile one harness epoch of the first model (torch.profiler)",
     )
+
+
+def _colocate_arguments(sub, common) -> None:
     colocate = sub.add_parser(
         "colocate",
         aliases=["pack"],
@@ -80,6 +100,9 @@ def parser():
     colocate.add_argument(
         "--jobs", "--pack-jobs", type=int, default=8, help="jobs in the colocated sweep"
     )
+
+
+def _project_arguments(sub, common) -> None:
     project = sub.add_parser("project", parents=[common], help="hours of a full protocol")
     project.add_argument("project", choices=["medmnist2d"])
     project.add_argument(
@@ -97,11 +120,17 @@ def parser():
         help="packed.csv (bench-speed packed) whose K=3 speed-up on this device gives the "
         "packed-seeds column",
     )
+
+
+def _protocol_arguments(sub, common) -> None:
     protocol = sub.add_parser("protocol", parents=[common], help="the plain-PyTorch protocol loop")
     protocol.add_argument("plain_protocol", metavar="FLAG")
     protocol.add_argument("--model", default="paper_resnet18", help="conf/model option")
     protocol.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     protocol.add_argument("--protocol-epochs", type=int, default=100)
+
+
+def _packed_arguments(sub, common) -> None:
     packed = sub.add_parser(
         "packed", parents=[common], help="K seeds packed in one network vs K separate runs"
     )
@@ -116,6 +145,9 @@ def parser():
         default=["vmap", "grouped"],
         help="packed forms to time against separate networks: vmap, grouped",
     )
+
+
+def _roofline_arguments(sub, common) -> None:
     roof = sub.add_parser(
         "roofline", parents=[common], help="CPU peak vs what each model achieves per setting"
     )
@@ -132,6 +164,9 @@ def parser():
     )
     roof.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     roof.add_argument("--min-seconds", type=float, default=1.0, help="timed per cell and rep")
+
+
+def _parity_arguments(sub, common) -> None:
     par = sub.add_parser(
         "parity", parents=[common], help="fp32 vs trainer=cpu_fast runs: test AUC/ACC parity"
     )
@@ -146,6 +181,9 @@ def parser():
     )
     par.add_argument("--parity-models", nargs="+", default=["bccnn", "resnet18"])
     par.add_argument("--parity-datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
+
+
+def _eta_arguments(sub, common) -> None:
     eta = sub.add_parser(
         "eta", parents=[common], help="hours per seed of study rows on this machine"
     )
@@ -159,9 +197,11 @@ def parser():
         default="fp32",
         help="time the rows at the protocol's fp32 or under trainer=cpu_fast",
     )
+
+
+def _aggregate_arguments(sub, common) -> None:
     aggregate = sub.add_parser("aggregate", parents=[common], help="re-summarise saved reps")
     aggregate.add_argument("aggregate_from", metavar="FILE", help="speed_reps.csv or a JSON log")
-    return p
 
 
 # each mode's body lives beside the module it drives: mode -> (module, function)
