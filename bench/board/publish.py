@@ -138,16 +138,16 @@ def merge_legacy(table: pd.DataFrame, legacy: Path, metric: str | None) -> pd.Da
 def legacy_comparison(table: pd.DataFrame, legacy: Path, metric: str | None) -> pd.DataFrame:
     """Each legacy row (single runs, not ensembles) that runs in the repository now replace:
     both means and standard deviations of ``metric`` and ACC, their difference and the seed
-    spread (the larger std); ``agree_<metric>`` when the difference is within that spread. This is how a
-    page says, from its CSVs, whether a retrained row (on another file or commit) agrees."""
+    spread (the larger std); ``agree_<metric>`` when the difference is within that spread. This
+    is how a page says, from its CSVs, whether a retrained row (another file or commit) agrees."""
     if not Path(legacy).exists():
         return pd.DataFrame()
     metric = metric or "test_auc"
     old = pd.read_csv(legacy)
     backed = table[table.get("runs_in_repo", True).astype(str).str.lower().ne("false")]
-    now = dict(zip(_legacy_keys(backed), backed.to_dict("records")))
+    now = dict(zip(_legacy_keys(backed), backed.to_dict("records"), strict=True))
     rows = []
-    for key, before in zip(_legacy_keys(old), old.to_dict("records")):
+    for key, before in zip(_legacy_keys(old), old.to_dict("records"), strict=True):
         after = now.get(key)
         if after is None or str(before.get("ensemble")).lower() == "true":
             continue
