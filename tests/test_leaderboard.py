@@ -490,3 +490,38 @@ def test_an_inert_new_option_does_not_split_a_configuration():
     on = _config(eval__tta="flips")
     assert compute_config_id(on) != compute_config_id(old)
     assert compute_config_id(_config(seed=3)) == compute_config_id(old)  # seeds share a row
+
+
+def _datasets_published(out) -> tuple[set, set]:
+    """The data sets of ``out``'s leaderboard.csv and of its by_dataset/ files."""
+    table = pd.read_csv(out / "leaderboard.csv")
+    files = {p.stem for p in (out / "by_dataset").glob("*.csv")}
+    return set(table["dataset"]), files
+
+
+def test_publications_into_one_folder_never_mix_stores(tmp_path):
+    """Issue 34 #10: a later publication leaves no stale per-data-set file, and two at once
+    leave the files of one of them, never a mix."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for ds in ("pneumoniamnist", "breastmnist"):
+        fake_run(tmp_path / "a", "bccnn", 0, 0.9, 0.8, dataset=ds)
+    fake_run(tmp_path / "b", "bccnn", 0, 0.7, 0.6, dataset="retinamnist")
+    out = tmp_path / "lb"
+    for store in ("a", "b"):
+        assert main(["--runs-dir", str(tmp_path / store), "--out", str(out), "--n-boot", "0"]) == 0
+    assert _datasets_published(out) == ({"retinamnist"}, {"retinamnist"})
+
+    both = tmp_path / "both"
+    tool = str(Path(sys.executable).parent / "bench-leaderboard")
+    argv = [tool, "--n-boot", "0", "--out", str(both)]
+    procs = [
+        subprocess.Popen([*argv, "--runs-dir", str(tmp_path / s)], stdout=subprocess.DEVNULL)
+        for s in ("a", "b")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    table_sets, file_sets = _datasets_published(both)
+    assert table_sets == file_sets
+    assert table_sets in ({"retinamnist"}, {"pneumoniamnist", "breastmnist"})
