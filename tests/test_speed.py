@@ -38,9 +38,28 @@ def test_summary_drops_warmup_takes_medians_and_ratios():
     summary = summarise(pd.DataFrame(rows), warmup=1).set_index("method")
     assert summary.loc["harness", "epoch_time_s"] == 3.0  # median of 2, 4, 3 (rep 0 dropped)
     assert summary.loc["harness", "epoch_time_s_min"] == 2.0
-    assert summary.loc["harness", "harness_over_raw"] == pytest.approx(3.0 / 2.0, abs=1e-3)
+    # paired per repetition: 2/1, 4/2, 3/2 -> median 2.0 (the ratio of medians, 3/2, mixes reps)
+    assert summary.loc["harness", "harness_over_raw"] == pytest.approx(2.0, abs=1e-3)
+    assert summary.loc["harness", "harness_over_raw_min"] == pytest.approx(1.5)
+    assert summary.loc["harness", "harness_over_raw_max"] == pytest.approx(2.0)
     assert summary.loc["harness", "reference_over_harness"] == pytest.approx(7.0 / 3.0, abs=1e-3)
     assert summary.loc["harness", "reps"] == 3
+
+
+def test_harness_over_raw_pairs_repetitions_so_machine_drift_cancels():
+    # rep 1 ran on a machine at half speed: per repetition the harness is 1.00x, 1.05x, 1.20x raw
+    times = [(1.0, 1.0), (2.1, 2.0), (1.2, 1.0)]
+    rows = [
+        {"model": "m", "method": method, "precision": "bf16_cl", "rep": rep, "epoch_time_s": t}
+        for rep, pair in enumerate(times)
+        for method, t in zip(("harness", "raw"), pair, strict=True)
+    ]
+    summary = summarise(pd.DataFrame(rows)).set_index("method")
+    # the ratio of the medians would be 1.2 / 1.0: it pairs rep 2's harness with rep 0's raw loop
+    assert summary.loc["harness", "harness_over_raw"] == pytest.approx(1.05)
+    assert summary.loc["harness", "harness_over_raw_min"] == pytest.approx(1.0)
+    assert summary.loc["harness", "harness_over_raw_max"] == pytest.approx(1.2)
+    assert pd.isna(summary.loc["raw", "harness_over_raw"])
 
 
 @pytest.mark.parametrize("content", [None, "", "not json\n"])
@@ -305,3 +324,15 @@ def test_a_training_rate_that_counted_warmup_is_capped_by_the_steady_epoch():
     row = {"epoch_time_s": 1.2, "train_samples_per_sec": 3000.0, "infer_samples_per_sec": 10000.0}
     r = Rates.from_row(row, n_train=12000, n_eval=2000)  # 4 s of training in a 1.2 s epoch?
     assert r.fixed_s == 0 and r.train_rate == pytest.approx(12000 / (1.2 - 0.2))
+
+
+def test_the_committed_cpu_fast_table_is_its_repetitions_summarised():
+    folder = ROOT / "results" / "speed" / "cpu_fast"
+    reps = pd.read_csv(folder / "speed_reps.csv", dtype={"precision": str})
+    again = summarise(reps, warmup=1).set_index(["model", "method", "precision"])
+    table = pd.read_csv(folder / "speed.csv", dtype={"precision": str})
+    table = table.set_index(["model", "method", "precision"])
+    cols = ["epoch_time_s", "harness_over_raw", "harness_over_raw_min", "harness_over_raw_max"]
+    pd.testing.assert_frame_equal(table[cols], again.loc[table.index, cols], check_dtype=False)
+    # BCCNN at the fast setting: seven paired repetitions behind its harness/raw
+    assert again.loc[("bccnn", "harness", "bf16_cl"), "reps"] >= 7

@@ -96,7 +96,7 @@ def grid(args) -> int:
     reps.drop(columns=["traceback"], errors="ignore").to_csv(out / "speed_reps.csv", index=False)
     summary = summarise(reps, warmup)
     for k in FACTS:
-        if k in reps:
+        if k in reps and k not in summary:  # numeric facts are already per cell (medians)
             summary[k] = reps[k].iloc[0]
     summary.to_csv(out / "speed.csv", index=False)
     (out / "speed.md").write_text(markdown(summary))

@@ -179,7 +179,8 @@ def _harness_section(out: Path, roof: pd.DataFrame) -> list[str]:
             "",
             "Fraction of peak: the harness's training samples/s × the model's training FLOPs",
             "per sample (`cpu_roofline.csv`) over the GEMM peak of its dtype at its thread count",
-            "(`cpu_peak.csv`).",
+            "(`cpu_peak.csv`). Harness / raw loop: the median over repetitions of the two",
+            "epoch times measured back to back in one repetition (their range in brackets).",
             "",
             "| model | precision | threads | epoch s | train samples/s | harness / raw loop "
             "| of peak |",
@@ -189,10 +190,19 @@ def _harness_section(out: Path, roof: pd.DataFrame) -> list[str]:
             frac = _harness_frac_peak(r, roof, peaks)
             lines.append(
                 f"| {r.model} | {r.precision} | {r.cpu_threads} | {r.epoch_time_s:.2f} | "
-                f"{r.train_samples_per_sec:.0f} | {_fmt(r.harness_over_raw, '.3f')} | "
+                f"{r.train_samples_per_sec:.0f} | {_ratio_with_range(r)} | "
                 f"{_fmt(frac, '.0%')} |"
             )
     return lines
+
+
+def _ratio_with_range(r) -> str:
+    """harness/raw with the range of its per-repetition ratios, when the table has them."""
+    text = _fmt(r.harness_over_raw, ".3f")
+    lo, hi = getattr(r, "harness_over_raw_min", None), getattr(r, "harness_over_raw_max", None)
+    if lo is not None and hi is not None and lo == lo and hi == hi and lo != hi:
+        text += f" ({lo:.3f}–{hi:.3f})"
+    return text
 
 
 def _parity_section(out: Path) -> list[str]:

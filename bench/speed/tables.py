@@ -46,6 +46,10 @@ def summarise(reps, warmup: int = 0):
             maxs = df.groupby(keys)[c].max().reset_index(drop=True)
             out[f"{c}_min"], out[f"{c}_max"] = mins.values, maxs.values
     out["reps"] = df.groupby(keys).size().values
+    for c in ("cpu_threads", "epochs", "train_images"):  # counts: medians of them stay integers
+        if c in out:
+            out[c] = out[c].round().astype("Int64")
+    paired = paired_harness_over_raw(df, keys)
     by = out.set_index(keys)["epoch_time_s"]
     auc = out.set_index(keys)["val_auc"] if "val_auc" in out else None
     ratios = []
@@ -56,7 +60,20 @@ def summarise(reps, warmup: int = 0):
         own = None if auc is None else auc.get((model, method, prec, batch))
         ratios.append(
             {
-                "harness_over_raw": round(t / raw, 3) if method == "harness" and raw else None,
+                "harness_over_raw": (
+                    paired[(model, prec, batch)][0]
+                    if (model, prec, batch) in paired
+                    else round(t / raw, 3)
+                )
+                if method == "harness" and raw
+                else None,
+                # the spread of the per-repetition ratios (empty without paired repetitions)
+                "harness_over_raw_min": paired.get((model, prec, batch), (None,) * 3)[1]
+                if method == "harness"
+                else None,
+                "harness_over_raw_max": paired.get((model, prec, batch), (None,) * 3)[2]
+                if method == "harness"
+                else None,
                 "reference_over_harness": round(ref / t, 3)
                 if method == "harness" and ref
                 else None,
@@ -67,6 +84,29 @@ def summarise(reps, warmup: int = 0):
             }
         )
     return pd.concat([out, pd.DataFrame(ratios)], axis=1)
+
+
+def paired_harness_over_raw(df, keys: list[str]) -> dict[tuple, tuple[float, float, float]]:
+    """(model, precision, batch) -> (median, min, max) of harness/raw per repetition.
+
+    A repetition times the harness and the raw loop back to back (order rotated), so their
+    ratio within one repetition cancels the drift of a shared machine's speed between
+    repetitions, which the ratio of the two medians does not."""
+    if "rep" not in df:
+        return {}
+    t = df.pivot_table(
+        index=[k for k in keys if k != "method"] + ["rep"],
+        columns="method",
+        values="epoch_time_s",
+        aggfunc="median",
+    )
+    if not {"harness", "raw"} <= set(t.columns):
+        return {}
+    ratios = (t["harness"] / t["raw"]).dropna()
+    out = {}
+    for key, r in ratios.groupby(level=[0, 1, 2]):
+        out[key] = (round(float(r.median()), 3), round(float(r.min()), 3), round(float(r.max()), 3))
+    return out
 
 
 def markdown(summary) -> str:
