@@ -4,17 +4,19 @@ measured fastest, bf16 only on a CPU that has it, resolved into the run's config
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 import pandas as pd
 import pytest
 
 import bench.job.cpu_fast as cpu_fast
+from bench.hardware import cpu_bf16_native
 from bench.job.instantiate import compose_train
 from bench.records import Cost, RunRecord, RunStore, compute_config_id, load_record
 from bench.speed.parity import cpu_page, parity_table
 
-from conftest import FAST, ROOT, train_run
+from conftest import FAST, ROOT, run_cli, train_run
 
 ROOFLINE = ROOT / "results" / "speed" / "cpu_roofline.csv"
 
@@ -130,8 +132,9 @@ def test_the_published_cpu_page_and_parity_csv_are_rebuilt_from_the_committed_ru
     pd.testing.assert_frame_equal(
         rebuilt.reset_index(drop=True), committed, check_dtype=False, rtol=1e-5
     )
-    for name in ("cpu_roofline.csv", "cpu_peak.csv", "precision_parity.csv"):
-        shutil.copy(speed / name, tmp_path / name)
+    for name in ("cpu_roofline.csv", "cpu_peak.csv", "precision_parity.csv", "cpu_datapath.csv"):
+        if (speed / name).exists():
+            shutil.copy(speed / name, tmp_path / name)
     (tmp_path / "cpu_fast").mkdir()
     shutil.copy(speed / "cpu_fast" / "speed.csv", tmp_path / "cpu_fast" / "speed.csv")
     assert cpu_page(tmp_path).read_text() == (speed / "cpu_fast.md").read_text()
@@ -152,3 +155,37 @@ def test_compiling_never_beats_the_best_eager_setting_in_the_committed_cells():
             best_compiled = rows.loc[compiled.loc[rows.index], col].max()
             assert best_compiled < best_eager, (model, col)
     assert compose_train(["trainer=cpu_fast"]).task.compile is False
+
+
+def test_the_data_path_benchmark_times_what_the_harness_computes(tmp_path):
+    """Every prep path of ``bench-speed datapath`` yields the input the harness's own
+    preprocess + forward layout give (bf16 to its rounding), and the mode writes its table."""
+    import torch
+
+    from bench.data.synthetic import SyntheticDataModule
+    from bench.speed.datapath import _prep_paths, fast_setting
+
+    dm = SyntheticDataModule(size=8, n_train=4, n_val=4, n_test=4, cache_dir=str(tmp_path / "s"))
+    x8 = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    harness, _ = dm.preprocess(x8, torch.zeros(4, dtype=torch.long))
+    harness = harness.contiguous(memory_format=torch.channels_last)
+    for name, fn in _prep_paths(torch.channels_last, torch.bfloat16).items():
+        got = fn(x8)
+        assert got.is_contiguous(memory_format=torch.channels_last), name
+        tol = 1e-2 if got.dtype == torch.bfloat16 else 1e-6
+        torch.testing.assert_close(got.float(), harness, atol=tol, rtol=0)
+    assert fast_setting("mobilenetv2") == "fp32_cl"  # what conf/trainer/cpu_fast.yaml lists
+    proc = run_cli(
+        ["bench-speed", "datapath", "--threads", "1", "--reps", "1", "--min-seconds", "0.01",
+         "--roofline-models", "bccnn", "--interop-models", "bccnn", "--out", str(tmp_path)],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "cpu_datapath.csv")
+    prep = table[table["kind"] == "prep"]
+    expected = {"fp32", "fp32_fused"} | ({"bf16_fused"} if cpu_bf16_native() else set())
+    assert set(prep["variant"]) == expected
+    assert (prep["share_of_step"] < 0.5).all() and (prep["train_step_ms"] > 0).all()
+    pools = set(table.loc[table["kind"] == "interop", "variant"])
+    assert pools == {"interop_1", f"interop_{os.cpu_count()}"}
+    assert (tmp_path / "cpu_datapath.md").read_text().startswith("# Outside the network")

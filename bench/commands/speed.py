@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   bench-speed packed 1 2 3 --implementations vmap grouped --device cuda --out results/speed/gpu
   bench-speed project medmnist2d --rates-from rates.jsonl --packed-seeds-from packed.csv
   bench-speed roofline --threads 1 2 --reps 3                       # results/speed/cpu_roofline.csv
+  bench-speed datapath --threads 1 2 --reps 5                       # results/speed/cpu_datapath.csv
   bench-speed eta pneumoniamnist:resnet50 adrenalmnist3d:resnet18_3d --out results/eta"""
 
 
@@ -62,6 +63,7 @@ def parser():
         _protocol_arguments,
         _packed_arguments,
         _roofline_arguments,
+        _datapath_arguments,
         _parity_arguments,
         _eta_arguments,
         _aggregate_arguments,
@@ -166,6 +168,20 @@ def _roofline_arguments(sub, common) -> None:
     roof.add_argument("--min-seconds", type=float, default=1.0, help="timed per cell and rep")
 
 
+def _datapath_arguments(sub, common) -> None:
+    path = sub.add_parser(
+        "datapath", parents=[common], help="CPU time outside the network: data path, inter-op"
+    )
+    path.add_argument(
+        "--roofline-models",
+        nargs="+",
+        default=["bccnn", "resnet18_28", "resnet50", "xception", "mobilenetv2", "cnn3d", "unet"],
+    )
+    path.add_argument("--interop-models", nargs="+", default=["bccnn", "resnet18_28"])
+    path.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    path.add_argument("--min-seconds", type=float, default=0.5, help="timed per cell and rep")
+
+
 def _parity_arguments(sub, common) -> None:
     par = sub.add_parser(
         "parity", parents=[common], help="fp32 vs trainer=cpu_fast runs: test AUC/ACC parity"
@@ -214,6 +230,7 @@ MODES = {
     "eta": ("bench.speed.eta", "study_eta"),
     "packed": ("bench.speed.packed_bench", "packed_seeds"),
     "roofline": ("bench.speed.roofline", "roofline"),
+    "datapath": ("bench.speed.datapath", "datapath"),
     "parity": ("bench.speed.parity", "parity"),
 }
 

@@ -125,13 +125,14 @@ def _harness_frac_peak(row, roof: pd.DataFrame, peaks: dict) -> float | None:
 def cpu_page(out: Path) -> Path | None:
     """``cpu_fast.md``: what ``trainer=cpu_fast`` buys on this CPU and whether it is still
     right, every figure read from ``cpu_roofline.csv``, ``cpu_peak.csv``,
-    ``cpu_fast/speed.csv`` and ``precision_parity.csv`` (the ones present)."""
+    ``cpu_fast/speed.csv``, ``cpu_datapath.csv`` and ``precision_parity.csv`` (those present)."""
     roof_path = out / "cpu_roofline.csv"
     if not roof_path.exists():
         return None
     roof = pd.read_csv(roof_path)
     roof = roof[roof["error"].isna()]
-    lines = _speedup_section(roof) + _harness_section(out, roof) + _parity_section(out)
+    lines = _speedup_section(roof) + _harness_section(out, roof) + _outside_section(out)
+    lines += _parity_section(out)
     page = out / "cpu_fast.md"
     page.write_text("\n".join(lines) + "\n")
     return page
@@ -193,6 +194,41 @@ def _harness_section(out: Path, roof: pd.DataFrame) -> list[str]:
                 f"{r.train_samples_per_sec:.0f} | {_ratio_with_range(r)} | "
                 f"{_fmt(frac, '.0%')} |"
             )
+    return lines
+
+
+def _outside_section(out: Path) -> list[str]:
+    """What the data path and the inter-op pool cost next to the step (``cpu_datapath.csv``)."""
+    path = out / "cpu_datapath.csv"
+    if not path.exists():
+        return []
+    t = pd.read_csv(path)
+    prep, inter = t[t["kind"] == "prep"], t[t["kind"] == "interop"]
+    harness = prep[prep["variant"] == "fp32"]
+    worst = harness.loc[harness["share_of_step"].idxmax()]
+    lines = [
+        "",
+        "## Outside the network (`cpu_datapath.csv`, [cpu_datapath.md](cpu_datapath.md))",
+        "",
+        "- The harness's data path (uint8 batch to the normalised input in the model's layout)",
+        f"  takes at most {worst.share_of_step:.2%} of a training step at the fast setting "
+        f"({worst.model}, {worst.threads} threads, {worst.ms:.3f} ms per batch).",
+        "  Converting straight to bf16 or fusing the affine cannot speed training up measurably;"
+        if worst.share_of_step < 0.01
+        else "  It is worth making the data path cheaper (fused or straight to bf16);",
+        "  the per-path times are in the linked table.",
+    ]
+    if not inter.empty:
+        ratios = inter[inter["variant"] != "interop_1"]["step_vs_interop_1"]
+        lines += [
+            f"- torch's inter-op pool at every core against 1 thread: step time ×"
+            f" {ratios.min():.3f} to × {ratios.max():.3f}"
+            + (
+                "; within noise, so the pool stays at torch's default."
+                if ratios.between(0.97, 1.03).all()
+                else "; the pool size matters on this CPU (see the linked table)."
+            ),
+        ]
     return lines
 
 
