@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the demo and tests log W&B offline unless credentials say otherwise
 export WANDB_SILENT := true
 
-.PHONY: install demo test test-fast lint format speed speed-gpu publish train-studies clean
+.PHONY: install demo test test-fast lint format speed speed-cpu speed-gpu publish train-studies clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ format: install
 speed: install
 	$(BIN)/bench-speed grid --models bccnn mobilenetv2 resnet50 --reps 3 --precisions 32
 	$(BIN)/bench-speed grid --models resnet18_ss --reps 2 --precisions 32 --append
+
+# the CPU roofline pages (results/speed/cpu_*.md, cpu_fast/): peaks and settings per model, the
+# harness at the fast setting next to a raw loop, the data path; then cpu_fast.md (about an hour)
+speed-cpu: install
+	$(BIN)/bench-speed roofline --threads 1 2 --reps 3
+	$(BIN)/bench-speed grid --models resnet18_ss --methods harness raw --precisions 32 bf16_cl \
+	  --reps 1 --warmup-reps 1 --epochs 2 --train-limit 2048 --out results/speed/cpu_fast
+	$(BIN)/bench-speed grid --models bccnn --methods harness raw --precisions 32 bf16_cl --append \
+	  --reps 7 --warmup-reps 1 --epochs 4 --train-limit 4096 --out results/speed/cpu_fast
+	$(BIN)/bench-speed datapath --threads 1 2 --reps 5
+	$(BIN)/bench-speed parity --out results/speed
 
 # the GPU tables (results/speed/gpu/): harness/raw/reference with a profile, the projection of the
 # full MedMNIST 2D protocol, K runs packed per GPU

@@ -149,37 +149,38 @@ def _packed_arguments(sub, common) -> None:
     )
 
 
+# the roofline's networks (bench.speed.roofline.MODELS), the heaviest study rows last
+ROOFLINE_MODELS = ["bccnn", "resnet18_28", "resnet50", "xception", "mobilenetv2", "cnn3d", "unet",
+                   "resnet50_28", "resnet18_3d"]  # fmt: skip
+
+
+def _cpu_model_arguments(p, models: list[str]) -> None:
+    """The roofline networks, thread counts and seconds per cell of a CPU measurement."""
+    p.add_argument("--roofline-models", nargs="+", default=models)
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--min-seconds", type=float, default=0.5, help="timed per cell and rep")
+
+
 def _roofline_arguments(sub, common) -> None:
     roof = sub.add_parser(
         "roofline", parents=[common], help="CPU peak vs what each model achieves per setting"
     )
-    roof.add_argument(
-        "--roofline-models",
-        nargs="+",
-        default=["bccnn", "resnet18_28", "resnet50", "xception", "mobilenetv2", "cnn3d", "unet"],
-    )
+    _cpu_model_arguments(roof, ROOFLINE_MODELS)
     roof.add_argument(
         "--settings",
         nargs="+",
         default=["fp32", "fp32_cl", "bf16", "bf16_cl"],
         help="fp32 fp32_cl bf16 bf16_cl, each also +compile (e.g. bf16_cl+compile)",
     )
-    roof.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    roof.add_argument("--min-seconds", type=float, default=1.0, help="timed per cell and rep")
+    roof.set_defaults(min_seconds=1.0)
 
 
 def _datapath_arguments(sub, common) -> None:
     path = sub.add_parser(
         "datapath", parents=[common], help="CPU time outside the network: data path, inter-op"
     )
-    path.add_argument(
-        "--roofline-models",
-        nargs="+",
-        default=["bccnn", "resnet18_28", "resnet50", "xception", "mobilenetv2", "cnn3d", "unet"],
-    )
+    _cpu_model_arguments(path, ROOFLINE_MODELS[:7])  # the 3D ResNet's step is minutes long
     path.add_argument("--interop-models", nargs="+", default=["bccnn", "resnet18_28"])
-    path.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    path.add_argument("--min-seconds", type=float, default=0.5, help="timed per cell and rep")
 
 
 def _parity_arguments(sub, common) -> None:

@@ -46,6 +46,9 @@ MODELS = {
     "xception": ("xception", SPEC_2D, 128),
     "mobilenetv2": ("mobilenet", SPEC_2D, 128),
     "cnn3d": ("cnn3d", SPEC_3D, 32),
+    # the heaviest rows of the studies: the paper's ResNet-50 (28) and ResNet-18+3D (28³)
+    "resnet50_28": ("paper_resnet50", SPEC_2D, 128),
+    "resnet18_3d": ("resnet18_3d", SPEC_3D, 32),
     "unet": ("unet", SPEC_SEG, 8),
 }
 # setting -> (autocast dtype or None, channels-last, compile)
