@@ -248,6 +248,29 @@ def roofline_table(rows: list[dict], peaks: dict, flops: dict) -> pd.DataFrame:
     return table
 
 
+def _later_peaks_note(table: pd.DataFrame, peaks: pd.DataFrame) -> list[str]:
+    """Rows measured in a later process were set against that process's own peak
+    (``peak_gflops``); say which, so no fraction of peak is read against the wrong one."""
+    known = {(r.dtype, int(r.threads)): round(r.gflops, 1) for r in peaks.itertuples()}
+    later: dict[tuple, set[str]] = {}
+    for r in table.dropna(subset=["peak_gflops"]).itertuples():
+        dtype = "bf16" if r.setting.startswith("bf16") else "fp32"
+        if known.get((dtype, int(r.threads))) != round(r.peak_gflops, 1):
+            later.setdefault((int(r.threads), dtype, round(r.peak_gflops, 1)), set()).add(r.model)
+    return (
+        [
+            "",
+            *[
+                f"{', '.join(sorted(models))} at {threads} threads ({dtype}) were measured in a "
+                f"later process and set against its own peak, {peak:.1f} GFLOP/s (`peak_gflops`)."
+                for (threads, dtype, peak), models in sorted(later.items())
+            ],
+        ]
+        if later
+        else []
+    )
+
+
 def markdown(table: pd.DataFrame, peaks: pd.DataFrame) -> str:
     lines = [
         "# The CPU at its roofline",
@@ -259,6 +282,7 @@ def markdown(table: pd.DataFrame, peaks: pd.DataFrame) -> str:
         "| dtype | threads | GEMM peak GFLOP/s |",
         "|---|---|---|",
         *[f"| {r.dtype} | {r.threads} | {r.gflops:.1f} |" for r in peaks.itertuples()],
+        *_later_peaks_note(table, peaks),
         "",
         "| model | setting | threads | batch | train samples/s | train × fp32 | train GFLOP/s "
         "| of peak | infer samples/s | infer × fp32 | infer of peak |",
