@@ -36,17 +36,7 @@ def resolve_auto_settings(cfg: DictConfig) -> None:
     if not (auto_precision or auto_layout):
         return
     table = (cfg.get("execution") or {}).get("cpu_fast") or {}
-    key = model_key(cfg.model)
-    choice = table.get(key) or table.get("default")
-    if choice is None:
-        raise ConfigError(
-            "trainer.precision=auto / task.channels_last=auto need execution.cpu_fast "
-            "(use trainer=cpu_fast, or set both explicitly)"
-        )
-    precision, layout = str(choice["precision"]), bool(choice["channels_last"])
-    why = f"the CPU roofline's choice for {key if key in table else 'models it did not measure'}"
-    if precision.startswith("bf16") and not cpu_bf16_native():
-        precision, why = "32-true", f"{why}, but this CPU has no native bf16: fp32"
+    precision, layout, why = preset_choice(table, model_key(cfg.model))
     with open_dict(cfg):
         if auto_precision:
             cfg.trainer.precision = precision
@@ -58,3 +48,19 @@ def resolve_auto_settings(cfg: DictConfig) -> None:
         "channels-last" if cfg.task.channels_last else "NCHW",
         why,
     )
+
+
+def preset_choice(table, key: str) -> tuple[str, bool, str]:
+    """(precision, channels-last, why) that the ``execution.cpu_fast`` table gives the model
+    ``key`` (else its ``default``) on this CPU: bf16 only where the CPU computes it natively."""
+    choice = table.get(key) or table.get("default")
+    if choice is None:
+        raise ConfigError(
+            "trainer.precision=auto / task.channels_last=auto need execution.cpu_fast "
+            "(use trainer=cpu_fast, or set both explicitly)"
+        )
+    precision, layout = str(choice["precision"]), bool(choice["channels_last"])
+    why = f"the CPU roofline's choice for {key if key in table else 'models it did not measure'}"
+    if precision.startswith("bf16") and not cpu_bf16_native():
+        precision, why = "32-true", f"{why}, but this CPU has no native bf16: fp32"
+    return precision, layout, why

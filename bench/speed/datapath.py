@@ -26,28 +26,25 @@ import pandas as pd
 import torch
 
 from bench.errors import ConfigError
-from bench.hardware import cpu_bf16_native
-from bench.job.cpu_fast import model_key
+from bench.job.cpu_fast import model_key, preset_choice
+from bench.job.instantiate import compose_train
 from bench.paths import conf_dir
 from bench.speed.roofline import MODELS, SETTINGS, _timed, build_cell
 from bench.speed.runners import model_options
-from bench.speed.tables import machine_facts, write_replacing
+from bench.speed.tables import machine_facts, ratio_spread, write_replacing
 
 MEAN, STD = 0.5, 0.5  # the MedMNIST normalisation the harness applies
 
 
 def fast_setting(model: str) -> str:
-    """The roofline setting ``trainer=cpu_fast`` picks for ``model`` on this CPU (its table in
-    ``conf/trainer/cpu_fast.yaml``, bf16 only where the CPU computes it natively)."""
-    import yaml
+    """The roofline setting ``trainer=cpu_fast`` picks for ``model`` on this CPU (the preset's
+    own table and choice)."""
     from omegaconf import OmegaConf
 
-    table = yaml.safe_load((conf_dir() / "trainer" / "cpu_fast.yaml").read_text())
-    table = table["execution"]["cpu_fast"]
+    table = compose_train(["trainer=cpu_fast"]).execution.cpu_fast
     key = model_key(OmegaConf.create(model_options(MODELS[model][0], conf_dir())))
-    choice = table.get(key) or table["default"]
-    bf16 = str(choice["precision"]).startswith("bf16") and cpu_bf16_native()
-    return ("bf16" if bf16 else "fp32") + ("_cl" if choice["channels_last"] else "")
+    precision, channels_last, _ = preset_choice(table, key)
+    return ("bf16" if precision.startswith("bf16") else "fp32") + ("_cl" if channels_last else "")
 
 
 def _prep_paths(cl_format, fast_dtype: torch.dtype | None) -> dict:
@@ -140,6 +137,7 @@ def measure_interop(model: str, threads: int, reps: int, min_s: float) -> list[d
     for pool in pools:
         # each repetition ran the pools back to back: their ratio cancels drift between reps
         paired = [t / b for t, b in zip(times[pool], times[1], strict=True)]
+        median, low, high = ratio_spread(paired, 4)
         rows.append(
             {
                 "model": model,
@@ -151,9 +149,9 @@ def measure_interop(model: str, threads: int, reps: int, min_s: float) -> list[d
                 "ms": None,
                 "train_step_ms": round(statistics.median(times[pool]) * 1000, 3),
                 "share_of_step": None,
-                "step_vs_interop_1": round(statistics.median(paired), 4),
-                "step_vs_interop_1_min": round(min(paired), 4),
-                "step_vs_interop_1_max": round(max(paired), 4),
+                "step_vs_interop_1": median,
+                "step_vs_interop_1_min": low,
+                "step_vs_interop_1_max": high,
             }
         )
     return rows

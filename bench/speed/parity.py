@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.errors import ConfigError
 from bench.records import RunRecord, RunStore
+from bench.speed.tables import setting_dtype
 
 METRICS = ("auc", "acc")
 
@@ -115,7 +116,7 @@ def _harness_frac_peak(row, roof: pd.DataFrame, peaks: dict) -> float | None:
     """The harness's achieved training GFLOP/s over the peak of its dtype and threads."""
     name = GRID_TO_ROOFLINE.get(row.model)
     flops = roof.loc[roof["model"] == name, "gflop_per_sample_train"]
-    dtype = "bf16" if str(row.precision).startswith("bf16") else "fp32"
+    dtype = setting_dtype(row.precision)
     peak = peaks.get((dtype, int(row.cpu_threads)))
     if flops.empty or not peak:
         return None

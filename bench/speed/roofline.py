@@ -33,7 +33,7 @@ from bench.models import build_model
 from bench.paths import conf_dir
 from bench.spec import DataSpec
 from bench.speed.runners import model_options
-from bench.speed.tables import machine_facts, write_replacing
+from bench.speed.tables import machine_facts, setting_dtype, write_replacing
 
 # roofline name -> (conf/model option, spec, training batch)
 SPEC_2D = DataSpec("roofline", "binary-class", 2, 1, 2, (28, 28))
@@ -227,7 +227,7 @@ def roofline_table(rows: list[dict], peaks: dict, flops: dict) -> pd.DataFrame:
             out.append(r)
             continue
         r["error"] = None
-        dtype = "bf16" if r["setting"].startswith("bf16") else "fp32"
+        dtype = setting_dtype(r["setting"])
         peak = peaks[(dtype, r["threads"])]
         infer_f, train_f = flops[r["model"]]
         r["gflop_per_sample_train"] = round(train_f / 1e9, 4)
@@ -254,7 +254,7 @@ def _later_peaks_note(table: pd.DataFrame, peaks: pd.DataFrame) -> list[str]:
     known = {(r.dtype, int(r.threads)): round(r.gflops, 1) for r in peaks.itertuples()}
     later: dict[tuple, set[str]] = {}
     for r in table.dropna(subset=["peak_gflops"]).itertuples():
-        dtype = "bf16" if r.setting.startswith("bf16") else "fp32"
+        dtype = setting_dtype(r.setting)
         if known.get((dtype, int(r.threads))) != round(r.peak_gflops, 1):
             later.setdefault((int(r.threads), dtype, round(r.peak_gflops, 1)), set()).add(r.model)
     return (

@@ -3,6 +3,7 @@ repeated timings, Markdown rendering, and writing a table that keeps rows measur
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,11 @@ from bench.records import Env
 
 BASE_BATCH, BASE_LR = 128, 1e-3  # the MedMNIST v2 recipe
 FACTS = ("epochs", "train_images", "device", "cpu_threads", "machine", "torch")
+
+
+def setting_dtype(setting: str) -> str:
+    """The peak a setting (or a Lightning precision) is measured against: bf16 or fp32."""
+    return "bf16" if str(setting).startswith("bf16") else "fp32"
 
 
 def machine_facts(device: str) -> dict:
@@ -103,10 +109,12 @@ def paired_harness_over_raw(df, keys: list[str]) -> dict[tuple, tuple[float, flo
     if not {"harness", "raw"} <= set(t.columns):
         return {}
     ratios = (t["harness"] / t["raw"]).dropna()
-    out = {}
-    for key, r in ratios.groupby(level=[0, 1, 2]):
-        out[key] = (round(float(r.median()), 3), round(float(r.min()), 3), round(float(r.max()), 3))
-    return out
+    return {key: ratio_spread(r.tolist(), 3) for key, r in ratios.groupby(level=[0, 1, 2])}
+
+
+def ratio_spread(ratios: list[float], digits: int) -> tuple[float, float, float]:
+    """(median, min, max) of per-repetition ratios, rounded to ``digits``."""
+    return tuple(round(float(f(ratios)), digits) for f in (statistics.median, min, max))
 
 
 def markdown(summary) -> str:
