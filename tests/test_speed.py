@@ -338,3 +338,17 @@ def test_the_committed_cpu_fast_table_is_its_repetitions_summarised():
     pd.testing.assert_frame_equal(table[cols], again.loc[table.index, cols], check_dtype=False)
     # BCCNN at the fast setting: seven paired repetitions behind its harness/raw
     assert again.loc[("bccnn", "harness", "bf16_cl"), "reps"] >= 7
+
+
+@pytest.mark.parametrize("mode", ["roofline", "datapath"])
+@pytest.mark.parametrize("threads", ["0", "-1", "two"])
+def test_a_thread_count_below_one_is_a_one_line_usage_error(mode, threads):
+    proc = subprocess.run(
+        [*SPEED, mode, "--threads", threads], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"argument --threads: '{threads}' is not a whole number of at least 1")
+    )

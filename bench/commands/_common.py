@@ -10,6 +10,17 @@ from collections.abc import Callable
 from bench.toolkit import add_version_option, exit_code_of
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (thread counts, repetitions)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def new_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,

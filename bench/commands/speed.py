@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.commands._common import exit_with, new_parser, run_tool
+from bench.commands._common import exit_with, new_parser, positive_int, run_tool
 from bench.paths import medmnist_dir
 from bench.toolkit import add_device_option
 
@@ -157,7 +157,7 @@ ROOFLINE_MODELS = ["bccnn", "resnet18_28", "resnet50", "xception", "mobilenetv2"
 def _cpu_model_arguments(p, models: list[str]) -> None:
     """The roofline networks, thread counts and seconds per cell of a CPU measurement."""
     p.add_argument("--roofline-models", nargs="+", default=models)
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--threads", nargs="+", type=positive_int, default=[1, 2])
     p.add_argument("--min-seconds", type=float, default=0.5, help="timed per cell and rep")
 
 
