@@ -16,3 +16,9 @@ def cpu_bf16_native() -> bool:
             if fn is not None and fn():
                 return True
     return False
+
+
+def cpu_capability() -> str:
+    """The vector instruction set torch's CPU kernels dispatch to here (``AVX512``, ``AVX2``,
+    ``DEFAULT``, ...): which kernels run, hence which precision and layout are fastest."""
+    return str(torch.backends.cpu.get_cpu_capability())

@@ -10,6 +10,13 @@ STORE="${STORE:-runs/parity}"
 JOBS="${JOBS:-2}"
 export WANDB_MODE="${WANDB_MODE:-disabled}"
 export MEDBENCH_DATA_DIR="${MEDBENCH_DATA_DIR:-../shared/data}"
+# without native bf16 the preset trains fp32 (bench/job/cpu_fast.py): there would be no bf16 side
+if ! "$BIN/python" -c 'import sys; from bench.hardware import cpu_bf16_native as n; sys.exit(not n())'; then
+  echo "cpu_parity.sh: this CPU has no native bf16 (AVX512-BF16 or AMX), so trainer=cpu_fast" \
+    "trains fp32 here and there is no bf16 side to compare; run it on a CPU whose lscpu flags" \
+    "list avx512_bf16 or amx_tile" >&2
+  exit 2
+fi
 fast() { "$BIN/bench-train" -m experiment=medmnist_protocol trainer=cpu_fast trainer.precision=auto \
   task.channels_last=auto logger=none paths.runs_dir="$STORE" trainer.enable_progress_bar=false \
   hydra/launcher=parallel hydra.launcher.n_jobs="$JOBS" "$@"; }

@@ -6,46 +6,76 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import time
 
 import pandas as pd
 import pytest
+import torch
 
 import bench.job.cpu_fast as cpu_fast
+import bench.speed.roofline as roofline
 from bench.hardware import cpu_bf16_native
 from bench.job.instantiate import compose_train
 from bench.records import Cost, RunRecord, RunStore, compute_config_id, load_record
-from bench.speed.parity import cpu_page, parity_table
+from bench.speed.cpu_page import cpu_page
+from bench.speed.parity import parity_table
 
 from conftest import FAST, ROOT, run_cli, train_run
 
 ROOFLINE = ROOT / "results" / "speed" / "cpu_roofline.csv"
 
 
-def _resolved(overrides, bf16: bool, monkeypatch):
+def _resolved(overrides, bf16: bool, monkeypatch, capability: str = "AVX512"):
     monkeypatch.setattr(cpu_fast, "cpu_bf16_native", lambda: bf16)
+    monkeypatch.setattr(cpu_fast, "cpu_capability", lambda: capability)
     cfg = compose_train(["trainer=cpu_fast", *overrides])
     cpu_fast.resolve_auto_settings(cfg)
     return cfg
 
 
+def _setting(cfg) -> tuple[str, bool]:
+    return cfg.trainer.precision, cfg.task.channels_last
+
+
 def test_bf16_is_chosen_where_the_cpu_has_it_and_never_elsewhere(monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="bench.train")
     cfg = _resolved(["model=paper_resnet18"], True, monkeypatch)
-    assert (cfg.trainer.precision, cfg.task.channels_last) == ("bf16-mixed", True)
+    assert _setting(cfg) == ("bf16-mixed", True)
     assert "trainer=cpu_fast: bf16-mixed with channels-last" in caplog.text
     cfg = _resolved(["model=paper_resnet18"], False, monkeypatch)
-    assert (cfg.trainer.precision, cfg.task.channels_last) == ("32-true", True)
+    assert _setting(cfg) == ("32-true", True)
     assert "no native bf16" in caplog.text
+    # without bf16 the 3D ResNet takes its fastest fp32 layout, not its bf16 one (NCDHW)
+    assert _setting(_resolved(["model=resnet18_3d"], True, monkeypatch)) == ("bf16-mixed", False)
+    assert _setting(_resolved(["model=resnet18_3d"], False, monkeypatch)) == ("32-true", True)
     # a depthwise network gains from the layout only: fp32 even where bf16 exists
-    cfg = _resolved(["model=mobilenet"], True, monkeypatch)
-    assert (cfg.trainer.precision, cfg.task.channels_last) == ("32-true", True)
+    assert _setting(_resolved(["model=mobilenet"], True, monkeypatch)) == ("32-true", True)
     # a model the roofline did not measure gets the table's default
     cfg = _resolved(["model=vgg16"], True, monkeypatch)
-    assert cfg.trainer.precision == cfg.execution.cpu_fast.default.precision
+    assert cfg.trainer.precision == cfg.execution.cpu_fast.AVX512.default.precision
+
+
+def test_each_cpu_capability_gets_its_own_roofline_and_an_unmeasured_one_the_baseline(
+    monkeypatch, caplog
+):
+    """On AVX2 channels-last slows MobileNetV2 (its roofline), on AVX512 it is its best
+    setting; a capability no roofline measured trains fp32 NCHW and the log says why."""
+    caplog.set_level(logging.INFO, logger="bench.train")
+    assert _setting(_resolved(["model=mobilenet"], False, monkeypatch, "AVX2")) == (
+        "32-true",
+        False,
+    )
+    assert _setting(_resolved(["model=bccnn"], False, monkeypatch, "AVX2")) == ("32-true", True)
+    assert "the AVX2 roofline's choice for bccnn" in caplog.text
+    cfg = _resolved(["model=bccnn"], True, monkeypatch, "SVE256")
+    assert _setting(cfg) == ("32-true", False)
+    assert "no roofline was measured on a CPU like this one (SVE256)" in caplog.text
 
 
 def test_the_choice_is_in_the_record_and_the_config_id(tmp_path, monkeypatch):
     monkeypatch.setattr(cpu_fast, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(cpu_fast, "cpu_capability", lambda: "AVX512")
     base = ["model=bccnn", "model.width=4", *FAST]
     fast = train_run(tmp_path, ["trainer=cpu_fast", *base])
     plain = train_run(tmp_path, base)
@@ -65,12 +95,13 @@ def test_a_setting_left_at_auto_without_the_table_is_a_one_line_error(tmp_path):
 
 @pytest.mark.skipif(not ROOFLINE.exists(), reason="results/speed/cpu_roofline.csv not measured")
 def test_the_preset_table_is_the_roofline_measurement():
-    """Each model's preset is the fastest training setting without compile at 2 threads (or
-    within 5 % of it), as results/speed/cpu_roofline.csv measured."""
+    """Each model's AVX512 preset is the fastest training setting without compile at 2 threads
+    (or within 5 % of it), and its fp32 layout the fastest fp32 one, as
+    results/speed/cpu_roofline.csv (a CPU with native bf16) measured."""
     table = pd.read_csv(ROOFLINE)
     table = table[table["error"].isna() & ~table["setting"].str.contains("compile")]
     table = table[table["threads"] == table["threads"].max()]
-    preset = compose_train(["trainer=cpu_fast"]).execution.cpu_fast
+    preset = compose_train(["trainer=cpu_fast"]).execution.cpu_fast.AVX512
     names = {"resnet18_28": "resnet18_smallstem", "resnet50_28": "resnet50_smallstem",
              "mobilenetv2": "mobilenet"}  # fmt: skip
     for model, rows in table.groupby("model"):
@@ -80,6 +111,8 @@ def test_the_preset_table_is_the_roofline_measurement():
         )
         speed = rows.set_index("setting")["train_samples_per_sec"]
         assert speed[setting] >= 0.95 * speed.max(), (model, setting, speed.to_dict())
+        fp32 = "fp32_cl" if choice.get("fp32_channels_last", choice.channels_last) else "fp32"
+        assert speed[fp32] >= 0.95 * speed[["fp32", "fp32_cl"]].max(), (model, fp32)
 
 
 def _parity_record(store, model, seed, precision, auc, acc):
@@ -116,8 +149,34 @@ def test_parity_is_the_difference_of_means_against_the_seed_spread(tmp_path):
     assert row["diff_auc"] == pytest.approx(0.01) and row["seed_spread_auc"] == pytest.approx(0.02)
     assert row["diff_acc"] == pytest.approx(0.10)
     assert row["seed_spread_acc"] == pytest.approx(0, abs=1e-12)
-    assert not row["parity"]
+    assert row["parity"] == "no"
     assert row["fp32_train_min"] == pytest.approx(1.0)
+
+
+def test_a_pair_short_of_its_seeds_is_listed_as_pending_not_dropped(tmp_path):
+    """Two seeds under both settings: means over those two, but no verdict yet; a pair with no
+    run at all is still a row (pending), and the page names both with the seeds each side has."""
+    store = RunStore(tmp_path / "runs")
+    for seed in (0, 1):
+        _parity_record(store, "bccnn", seed, "32-true", 0.80 + seed / 100, 0.70)
+        _parity_record(store, "bccnn", seed, "bf16-mixed", 0.80 + seed / 100, 0.70)
+    _parity_record(store, "bccnn", 2, "32-true", 0.82, 0.70)
+    table = parity_table(store.iter_records()[0], ["bccnn", "resnet18"], ["breastmnist"])
+    rows = table.set_index("model")
+    assert rows.loc["bccnn", "parity"] == "pending" and rows.loc["bccnn", "seeds"] == "0;1"
+    assert rows.loc["bccnn", "fp32_seeds_done"] == "0;1;2"
+    assert rows.loc["bccnn", "fast_seeds_done"] == "0;1"
+    assert rows.loc["bccnn", "diff_auc"] == pytest.approx(0.0)
+    assert rows.loc["resnet18", "parity"] == "pending" and rows.loc["resnet18", "seeds"] == ""
+    assert pd.isna(rows.loc["resnet18", "fp32_auc_mean"])
+    out = tmp_path / "speed"
+    out.mkdir()
+    shutil.copy(ROOT / "results" / "speed" / "cpu_roofline.csv", out / "cpu_roofline.csv")
+    table.to_csv(out / "precision_parity.csv", index=False)
+    page = cpu_page(out).read_text()
+    assert "- breastmnist × bccnn: fp32 seeds done: 0, 1, 2; cpu_fast seeds done: 0, 1" in page
+    assert "- breastmnist × resnet18: fp32 seeds done: none; cpu_fast seeds done: none" in page
+    assert "Parity holds for 0 of the 2 pairs (0 fail, 2 pending)." in page
 
 
 def test_the_published_cpu_page_and_parity_csv_are_rebuilt_from_the_committed_runs(tmp_path):
@@ -130,14 +189,19 @@ def test_the_published_cpu_page_and_parity_csv_are_rebuilt_from_the_committed_ru
     ]
     records = [r for s in stores if s.is_dir() for r in RunStore(s).iter_records()[0]]
     rebuilt = parity_table(records, ["bccnn", "resnet18"], ["breastmnist", "pneumoniamnist"])
+    rebuilt.to_csv(tmp_path / "rebuilt.csv", index=False, float_format="%.6g")
     pd.testing.assert_frame_equal(
-        rebuilt.reset_index(drop=True), committed, check_dtype=False, rtol=1e-5
+        pd.read_csv(tmp_path / "rebuilt.csv"), committed, check_dtype=False, rtol=1e-5
     )
     for name in ("cpu_roofline.csv", "cpu_peak.csv", "precision_parity.csv", "cpu_datapath.csv"):
         if (speed / name).exists():
             shutil.copy(speed / name, tmp_path / name)
     (tmp_path / "cpu_fast").mkdir()
     shutil.copy(speed / "cpu_fast" / "speed.csv", tmp_path / "cpu_fast" / "speed.csv")
+    if (speed / "cpu_avx2").is_dir():
+        (tmp_path / "cpu_avx2").mkdir()
+        for name in ("cpu_roofline.csv", "cpu_peak.csv"):
+            shutil.copy(speed / "cpu_avx2" / name, tmp_path / "cpu_avx2" / name)
     assert cpu_page(tmp_path).read_text() == (speed / "cpu_fast.md").read_text()
 
 
@@ -158,11 +222,9 @@ def test_compiling_never_beats_the_best_eager_setting_in_the_committed_cells():
     assert compose_train(["trainer=cpu_fast"]).task.compile is False
 
 
-def test_the_data_path_benchmark_times_what_the_harness_computes(tmp_path):
+def test_the_data_path_benchmark_times_what_the_harness_computes(tmp_path, monkeypatch):
     """Every prep path of ``bench-speed datapath`` yields the input the harness's own
     preprocess + forward layout give (bf16 to its rounding), and the mode writes its table."""
-    import torch
-
     from bench.data.synthetic import SyntheticDataModule
     from bench.speed.datapath import _prep_paths, fast_setting
 
@@ -175,7 +237,9 @@ def test_the_data_path_benchmark_times_what_the_harness_computes(tmp_path):
         assert got.is_contiguous(memory_format=torch.channels_last), name
         tol = 1e-2 if got.dtype == torch.bfloat16 else 1e-6
         torch.testing.assert_close(got.float(), harness, atol=tol, rtol=0)
-    assert fast_setting("mobilenetv2") == "fp32_cl"  # what conf/trainer/cpu_fast.yaml lists
+    for capability, setting in (("AVX512", "fp32_cl"), ("AVX2", "fp32")):  # as cpu_fast.yaml lists
+        monkeypatch.setattr(cpu_fast, "cpu_capability", lambda c=capability: c)
+        assert fast_setting("mobilenetv2") == setting
     proc = run_cli(
         ["bench-speed", "datapath", "--threads", "1", "--reps", "1", "--min-seconds", "0.01",
          "--roofline-models", "bccnn", "--interop-models", "bccnn", "--out", str(tmp_path)],
@@ -190,3 +254,69 @@ def test_the_data_path_benchmark_times_what_the_harness_computes(tmp_path):
     pools = set(table.loc[table["kind"] == "interop", "variant"])
     assert pools == {"interop_1", f"interop_{os.cpu_count()}"}
     assert (tmp_path / "cpu_datapath.md").read_text().startswith("# Outside the network")
+
+
+def test_the_parity_script_stops_on_a_cpu_without_native_bf16(tmp_path):
+    """There, cpu_fast trains fp32: the script says so in one line (exit 2) and trains nothing."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    trained = tmp_path / "trained"
+    (fake_bin / "python").write_text("#!/bin/sh\nexit 1\n")  # cpu_bf16_native() is False
+    (fake_bin / "bench-train").write_text(f"#!/bin/sh\ntouch {trained}\n")
+    for f in fake_bin.iterdir():
+        f.chmod(0o755)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "cpu_parity.sh")],
+        cwd=tmp_path, env={**os.environ, "BIN": str(fake_bin)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and not trained.exists()
+    assert proc.stderr.strip().count("\n") == 0 and "no native bf16" in proc.stderr
+
+
+def test_a_peak_is_timed_at_the_first_size_that_takes_long_enough():
+    """An emulated dtype stops growing the problem once one call takes ``min_call_s``: here the
+    call of size s sleeps s × 10 ms, so sizes 1 and 2 are too short and 4 is timed (40 ms)."""
+    made = []
+
+    def make(size):
+        made.append(size)
+        return lambda: time.sleep(size * 0.01)
+
+    rate = roofline.sized_rate(make, [1, 2, 4, 8], lambda size: size * 1e9, reps=2, min_call_s=0.03)
+    assert made == [1, 2, 4]
+    assert rate == pytest.approx(4 / 0.04, rel=0.3)
+
+
+def test_the_roofline_names_the_cpu_it_measured(tmp_path):
+    proc = run_cli(
+        ["bench-speed", "roofline", "--threads", "1", "--reps", "1", "--min-seconds", "0.01",
+         "--roofline-models", "bccnn", "--settings", "fp32", "fp32_cl", "--out", str(tmp_path)],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    peaks = pd.read_csv(tmp_path / "cpu_peak.csv")
+    assert set(peaks["dtype"]) == {"fp32", "bf16"} and (peaks["gflops"] > 0).all()
+    assert set(peaks["bf16_native"]) == {cpu_bf16_native()}
+    cells = pd.read_csv(tmp_path / "cpu_roofline.csv").set_index("setting")
+    assert cells.loc["fp32", "train_speedup"] == 1.0 and 0 < cells.loc["fp32_cl", "train_frac_peak"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert set(cells["cpu_capability"]) == {capability}
+    assert f"torch's CPU capability: {capability}" in (tmp_path / "cpu_roofline.md").read_text()
+
+
+NO_BF16_ROOFLINE = ROOT / "results" / "speed" / "cpu_avx2" / "cpu_roofline.csv"
+
+
+@pytest.mark.skipif(not NO_BF16_ROOFLINE.exists(), reason=f"{NO_BF16_ROOFLINE} not measured")
+def test_without_native_bf16_the_preset_trains_the_fastest_fp32_layout(monkeypatch):
+    """On the CPU without native bf16 (AVX2) that results/speed/cpu_avx2 measured, every model's
+    fallback is fp32 in the layout that trained fastest there (or within 5 % of it)."""
+    table = pd.read_csv(NO_BF16_ROOFLINE)
+    table = table[table["error"].isna() & table["setting"].isin(["fp32", "fp32_cl"])]
+    assert len(set(table["model"])) == len(roofline.MODELS)  # the whole zoo measured
+    for model, rows in table.groupby("model"):
+        cfg = _resolved([f"model={roofline.MODELS[model][0]}"], False, monkeypatch, "AVX2")
+        assert cfg.trainer.precision == "32-true", model
+        setting = "fp32_cl" if cfg.task.channels_last else "fp32"
+        speed = rows.set_index("setting")["train_samples_per_sec"]
+        assert speed[setting] >= 0.95 * speed.max(), (model, setting, speed.to_dict())

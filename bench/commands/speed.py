@@ -198,6 +198,10 @@ def _parity_arguments(sub, common) -> None:
     )
     par.add_argument("--parity-models", nargs="+", default=["bccnn", "resnet18"])
     par.add_argument("--parity-datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
+    par.add_argument(
+        "--parity-seeds", nargs="+", type=int, default=[0, 1, 2],
+        help="the seeds a pair needs under both settings for a verdict",
+    )  # fmt: skip
 
 
 def _eta_arguments(sub, common) -> None:

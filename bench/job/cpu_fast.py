@@ -2,10 +2,13 @@
 the architecture, resolved before the run id is computed.
 
 The preset leaves ``trainer.precision`` and ``task.channels_last`` at ``auto``; here they become
-the values ``execution.cpu_fast`` lists for the model (``<name>`` or ``<name>_smallstem``, else
-``default``), with bf16 only on a CPU that computes it natively. The resolved values are what the
-record's config holds and what the run id and config id hash, so fp32 and bf16 runs are never
-pooled into one leaderboard row. One log line per run says what was chosen and why.
+the values ``execution.cpu_fast`` lists for this CPU's capability (torch's kernel dispatch:
+``AVX512``, ``AVX2``; each measured by its own roofline) and the model (``<name>`` or
+``<name>_smallstem``, else ``default``). bf16 only on a CPU that computes it natively; elsewhere
+fp32 in the layout fastest in fp32 (``fp32_channels_last``). A capability no roofline measured
+trains fp32 NCHW, the baseline. The resolved values are what the record's config holds and
+what the run id and config id hash, so fp32 and bf16 runs are never pooled into one leaderboard
+row. One log line per run says what was chosen and why.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 from omegaconf import DictConfig, open_dict
 
 from bench.errors import ConfigError
-from bench.hardware import cpu_bf16_native
+from bench.hardware import cpu_bf16_native, cpu_capability
 
 log = logging.getLogger("bench.train")
 AUTO = "auto"
@@ -52,15 +55,26 @@ def resolve_auto_settings(cfg: DictConfig) -> None:
 
 def preset_choice(table, key: str) -> tuple[str, bool, str]:
     """(precision, channels-last, why) that the ``execution.cpu_fast`` table gives the model
-    ``key`` (else its ``default``) on this CPU: bf16 only where the CPU computes it natively."""
-    choice = table.get(key) or table.get("default")
-    if choice is None:
+    ``key`` (else its ``default``) on this CPU: the table of its capability, bf16 only where
+    the CPU computes it natively."""
+    if not table:
         raise ConfigError(
             "trainer.precision=auto / task.channels_last=auto need execution.cpu_fast "
             "(use trainer=cpu_fast, or set both explicitly)"
         )
+    capability = cpu_capability()
+    measured = table.get(capability)
+    if measured is None:
+        why = (
+            f"no roofline was measured on a CPU like this one ({capability}): fp32 NCHW, the "
+            "baseline; `bench-speed roofline` measures it"
+        )
+        return "32-true", False, why
+    choice = measured.get(key) or measured["default"]
     precision, layout = str(choice["precision"]), bool(choice["channels_last"])
-    why = f"the CPU roofline's choice for {key if key in table else 'models it did not measure'}"
+    which = key if key in measured else "models it did not measure"
+    why = f"the {capability} roofline's choice for {which}"
     if precision.startswith("bf16") and not cpu_bf16_native():
-        precision, why = "32-true", f"{why}, but this CPU has no native bf16: fp32"
+        precision, layout = "32-true", bool(choice.get("fp32_channels_last", layout))
+        why = f"{why}, but this CPU has no native bf16: fp32 in its fastest fp32 layout"
     return precision, layout, why

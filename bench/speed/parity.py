@@ -16,9 +16,20 @@ import pandas as pd
 
 from bench.errors import ConfigError
 from bench.records import RunRecord, RunStore
-from bench.speed.tables import setting_dtype
+from bench.speed.cpu_page import cpu_page
 
 METRICS = ("auc", "acc")
+COLUMNS = [
+    "dataset", "model", "seeds", "fp32_seeds_done", "fast_seeds_done", "fp32_setting",
+    "fast_setting", "epochs",
+    *(
+        name
+        for m in METRICS
+        for name in (f"fp32_{m}_mean", f"fp32_{m}_std", f"fast_{m}_mean", f"fast_{m}_std",
+                     f"diff_{m}", f"seed_spread_{m}")
+    ),
+    "fp32_train_min", "fast_train_min", "parity",
+]  # fmt: skip
 
 
 def _setting(r: RunRecord) -> str:
@@ -26,55 +37,78 @@ def _setting(r: RunRecord) -> str:
     return f"{r.precision} {layout}"
 
 
-def parity_table(records: list[RunRecord], models: list[str], datasets: list[str]) -> pd.DataFrame:
-    """One row per (data set, model): fp32 vs the bf16 preset, mean ± std and the verdict."""
+def _seed_list(seeds) -> str:
+    return ";".join(map(str, sorted(seeds)))
+
+
+def parity_table(
+    records: list[RunRecord],
+    models: list[str],
+    datasets: list[str],
+    seeds: tuple[int, ...] = (0, 1, 2),
+) -> pd.DataFrame:
+    """One row per asked (data set, model): fp32 vs the bf16 preset over the seeds both have.
+
+    ``parity`` is ``yes``/``no`` once both settings have finished every asked seed, and
+    ``pending`` before that (a pair with no run at all included), so a missing pair is said
+    on the page instead of dropped from it; the means of a pending pair cover the seeds both
+    settings have."""
     done = [
         r
         for r in records
-        if r.done and r.model in models and r.dataset in datasets and not r.cv and r.epochs
+        if r.done
+        and r.model in models
+        and r.dataset in datasets
+        and not r.cv
+        and r.epochs
+        and r.seed in seeds
     ]
     rows = []
-    for (ds, model), group in pd.DataFrame(
-        [{"dataset": r.dataset, "model": r.model, "record": r} for r in done]
-    ).groupby(["dataset", "model"]):
-        recs = list(group["record"])
-        fp32 = [r for r in recs if r.precision == "32-true"]
-        fast = [r for r in recs if r.precision.startswith("bf16")]
-        seeds = sorted({r.seed for r in fp32} & {r.seed for r in fast})
-        if not seeds:
-            continue
-        fp32 = [r for r in fp32 if r.seed in seeds]
-        fast = [r for r in fast if r.seed in seeds]
-        row = {
-            "dataset": ds,
-            "model": model,
-            "seeds": ";".join(map(str, seeds)),
-            "fp32_setting": _setting(fp32[0]),
-            "fast_setting": _setting(fast[0]),
-            "epochs": fp32[0].epochs,
-        }
-        verdicts = []
-        for m in METRICS:
-            a = pd.Series([r.test.get(m) for r in fp32], dtype=float)
-            b = pd.Series([r.test.get(m) for r in fast], dtype=float)
-            spread = max(a.std(), b.std())
-            diff = b.mean() - a.mean()
+    for ds in sorted(datasets):
+        for model in sorted(models):
+            recs = [r for r in done if r.dataset == ds and r.model == model]
+            fp32 = [r for r in recs if r.precision == "32-true"]
+            fast = [r for r in recs if r.precision.startswith("bf16")]
+            common = sorted({r.seed for r in fp32} & {r.seed for r in fast})
+            row = {
+                "dataset": ds,
+                "model": model,
+                "seeds": _seed_list(common),
+                "fp32_seeds_done": _seed_list({r.seed for r in fp32}),
+                "fast_seeds_done": _seed_list({r.seed for r in fast}),
+            }
+            rows.append(row)
+            if not common:
+                row["parity"] = "pending"
+                continue
+            fp32 = [r for r in fp32 if r.seed in common]
+            fast = [r for r in fast if r.seed in common]
             row.update(
-                {
-                    f"fp32_{m}_mean": a.mean(),
-                    f"fp32_{m}_std": a.std(),
-                    f"fast_{m}_mean": b.mean(),
-                    f"fast_{m}_std": b.std(),
-                    f"diff_{m}": diff,
-                    f"seed_spread_{m}": spread,
-                }
-            )
-            verdicts.append(abs(diff) <= spread)
-        row["fp32_train_min"] = sum(r.cost.train_time_s or 0 for r in fp32) / len(fp32) / 60
-        row["fast_train_min"] = sum(r.cost.train_time_s or 0 for r in fast) / len(fast) / 60
-        row["parity"] = all(verdicts)
-        rows.append(row)
-    return pd.DataFrame(rows)
+                fp32_setting=_setting(fp32[0]), fast_setting=_setting(fast[0]),
+                epochs=fp32[0].epochs,
+            )  # fmt: skip
+            verdicts = []
+            for m in METRICS:
+                a = pd.Series([r.test.get(m) for r in fp32], dtype=float)
+                b = pd.Series([r.test.get(m) for r in fast], dtype=float)
+                spread = max(a.std(), b.std())
+                diff = b.mean() - a.mean()
+                row.update(
+                    {
+                        f"fp32_{m}_mean": a.mean(),
+                        f"fp32_{m}_std": a.std(),
+                        f"fast_{m}_mean": b.mean(),
+                        f"fast_{m}_std": b.std(),
+                        f"diff_{m}": diff,
+                        f"seed_spread_{m}": spread,
+                    }
+                )
+                verdicts.append(abs(diff) <= spread)
+            row["fp32_train_min"] = sum(r.cost.train_time_s or 0 for r in fp32) / len(fp32) / 60
+            row["fast_train_min"] = sum(r.cost.train_time_s or 0 for r in fast) / len(fast) / 60
+            complete = set(common) == set(seeds)
+            row["parity"] = ("yes" if all(verdicts) else "no") if complete else "pending"
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def parity(args) -> int:
@@ -84,9 +118,9 @@ def parity(args) -> int:
         if not Path(store).is_dir():
             raise ConfigError(f"--stores {store}: no such run store")
         records += RunStore(store).iter_records()[0]
-    table = parity_table(records, args.parity_models, args.parity_datasets)
-    if table.empty:
-        raise ConfigError("no (data set, model) has finished fp32 and bf16 runs of common seeds")
+    table = parity_table(
+        records, args.parity_models, args.parity_datasets, tuple(args.parity_seeds)
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "precision_parity.csv", index=False, float_format="%.6g")
@@ -95,182 +129,3 @@ def parity(args) -> int:
     if page:
         print(f"wrote {page}")
     return 0
-
-
-def _fmt(v, spec: str) -> str:
-    return "" if v is None or v != v else format(v, spec)
-
-
-# the grid's model names -> the roofline's (the same networks)
-GRID_TO_ROOFLINE = {"bccnn": "bccnn", "resnet18_ss": "resnet18_28", "mobilenet": "mobilenetv2",
-                    "xception": "xception", "resnet50": "resnet50"}  # fmt: skip
-
-
-def _peaks(path: Path) -> dict[tuple[str, int], float]:
-    if not path.exists():
-        return {}
-    return {(r.dtype, int(r.threads)): float(r.gflops) for r in pd.read_csv(path).itertuples()}
-
-
-def _harness_frac_peak(row, roof: pd.DataFrame, peaks: dict) -> float | None:
-    """The harness's achieved training GFLOP/s over the peak of its dtype and threads."""
-    name = GRID_TO_ROOFLINE.get(row.model)
-    flops = roof.loc[roof["model"] == name, "gflop_per_sample_train"]
-    dtype = setting_dtype(row.precision)
-    peak = peaks.get((dtype, int(row.cpu_threads)))
-    if flops.empty or not peak:
-        return None
-    return float(row.train_samples_per_sec) * float(flops.iloc[0]) / peak
-
-
-def cpu_page(out: Path) -> Path | None:
-    """``cpu_fast.md``: what ``trainer=cpu_fast`` buys on this CPU and whether it is still
-    right, every figure read from ``cpu_roofline.csv``, ``cpu_peak.csv``,
-    ``cpu_fast/speed.csv``, ``cpu_datapath.csv`` and ``precision_parity.csv`` (those present)."""
-    roof_path = out / "cpu_roofline.csv"
-    if not roof_path.exists():
-        return None
-    roof = pd.read_csv(roof_path)
-    roof = roof[roof["error"].isna()]
-    lines = _speedup_section(roof) + _harness_section(out, roof) + _outside_section(out)
-    lines += _parity_section(out)
-    page = out / "cpu_fast.md"
-    page.write_text("\n".join(lines) + "\n")
-    return page
-
-
-def _speedup_section(roof: pd.DataFrame) -> list[str]:
-    """The page's title and each model's training speed-up per setting, and what cpu_fast picks."""
-    roof = roof[roof["error"].isna()]
-    threads = int(roof["threads"].max())
-    at = roof[roof["threads"] == threads].set_index(["model", "setting"])
-    lines = [
-        "# trainer=cpu_fast on this CPU: is it faster, and is it still right?",
-        "",
-        "Generated by `bench-speed parity` from the CSVs named in each table; no figure is typed.",
-        "",
-        f"## Training speed-up over fp32 NCHW ({threads} threads, `cpu_roofline.csv`)",
-        "",
-        "| model | fp32 channels-last | bf16 | bf16 + channels-last | cpu_fast picks | "
-        "its fraction of peak |",
-        "|---|---|---|---|---|---|",
-    ]
-    for model in dict.fromkeys(m for m, _ in at.index):
-        cells = [_fmt(at.loc[(model, s), "train_speedup"], ".2f") if (model, s) in at.index
-                 else "" for s in ("fp32_cl", "bf16", "bf16_cl")]  # fmt: skip
-        best = max(
-            (s for s in ("fp32", "fp32_cl", "bf16", "bf16_cl") if (model, s) in at.index),
-            key=lambda s: at.loc[(model, s), "train_samples_per_sec"],
-        )
-        frac = at.loc[(model, best), "train_frac_peak"]
-        lines.append(f"| {model} | {' | '.join(cells)} | {best} | {_fmt(frac, '.0%')} |")
-    return lines
-
-
-def _harness_section(out: Path, roof: pd.DataFrame) -> list[str]:
-    """The harness's own epoch at the fast setting next to the raw loop, as a fraction of peak."""
-    lines: list[str] = []
-    grid = out / "cpu_fast" / "speed.csv"
-    if grid.exists():
-        g = pd.read_csv(grid, dtype={"precision": str})
-        g = g[g["method"] == "harness"]
-        peaks = _peaks(out / "cpu_peak.csv")
-        lines += [
-            "",
-            "## The harness at the fast setting (`cpu_fast/speed.csv`, PneumoniaMNIST 28²)",
-            "",
-            "Fraction of peak: the harness's training samples/s × the model's training FLOPs",
-            "per sample (`cpu_roofline.csv`) over the GEMM peak of its dtype at its thread count",
-            "(`cpu_peak.csv`). Harness / raw loop: the median over repetitions of the two",
-            "epoch times measured back to back in one repetition (their range in brackets).",
-            "",
-            "| model | precision | threads | epoch s | train samples/s | harness / raw loop "
-            "| of peak |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in g.itertuples():
-            frac = _harness_frac_peak(r, roof, peaks)
-            lines.append(
-                f"| {r.model} | {r.precision} | {r.cpu_threads} | {r.epoch_time_s:.2f} | "
-                f"{r.train_samples_per_sec:.0f} | {_ratio_with_range(r)} | "
-                f"{_fmt(frac, '.0%')} |"
-            )
-    return lines
-
-
-def _outside_section(out: Path) -> list[str]:
-    """What the data path and the inter-op pool cost next to the step (``cpu_datapath.csv``)."""
-    path = out / "cpu_datapath.csv"
-    if not path.exists():
-        return []
-    t = pd.read_csv(path)
-    prep, inter = t[t["kind"] == "prep"], t[t["kind"] == "interop"]
-    harness = prep[prep["variant"] == "fp32"]
-    worst = harness.loc[harness["share_of_step"].idxmax()]
-    lines = [
-        "",
-        "## Outside the network (`cpu_datapath.csv`, [cpu_datapath.md](cpu_datapath.md))",
-        "",
-        "- The harness's data path (uint8 batch to the normalised input in the model's layout)",
-        f"  takes at most {worst.share_of_step:.2%} of a training step at the fast setting "
-        f"({worst.model}, {worst.threads} threads, {worst.ms:.3f} ms per batch).",
-        "  Converting straight to bf16 or fusing the affine cannot speed training up measurably;"
-        if worst.share_of_step < 0.01
-        else "  It is worth making the data path cheaper (fused or straight to bf16);",
-        "  the per-path times are in the linked table.",
-    ]
-    if not inter.empty:
-        other = inter[inter["variant"] != "interop_1"]
-        spans_one = (other["step_vs_interop_1_min"] <= 1) & (other["step_vs_interop_1_max"] >= 1)
-        lines += [
-            "- torch's inter-op pool at every core against 1 thread: step time × "
-            f"{other['step_vs_interop_1'].min():.3f} to × {other['step_vs_interop_1'].max():.3f}"
-            + (
-                " (medians), and for every model and thread count the range over repetitions"
-                " spans 1: no effect beyond the spread between fresh processes (eager training"
-                " runs its operators one after another), so the pool stays at torch's default."
-                if spans_one.all()
-                else "; for some model or thread count the whole range lies on one side of 1"
-                " (see the linked table)."
-            ),
-        ]
-    return lines
-
-
-def _ratio_with_range(r) -> str:
-    """harness/raw with the range of its per-repetition ratios, when the table has them."""
-    text = _fmt(r.harness_over_raw, ".3f")
-    lo, hi = getattr(r, "harness_over_raw_min", None), getattr(r, "harness_over_raw_max", None)
-    if lo is not None and hi is not None and lo == lo and hi == hi and lo != hi:
-        text += f" ({lo:.3f}–{hi:.3f})"
-    return text
-
-
-def _parity_section(out: Path) -> list[str]:
-    """Test AUC/ACC of fp32 and cpu_fast runs side by side (``precision_parity.csv``)."""
-    lines: list[str] = []
-    parity_path = out / "precision_parity.csv"
-    if parity_path.exists():
-        p = pd.read_csv(parity_path)
-        lines += [
-            "",
-            "## Parity with fp32 on real data (`precision_parity.csv`, test split, seeds 0-2)",
-            "",
-            "Parity: the difference of the means lies within the seed spread (the larger of",
-            "the two standard deviations over seeds). `min/run` is the wall time the study runs",
-            "took; they were trained at different times next to other work on a shared",
-            "2-core machine, so it is not a speed comparison: the side-by-side tables above are.",
-            "",
-            "| data set | model | fp32 AUC | cpu_fast AUC | Δ AUC | seed spread | fp32 ACC | "
-            "cpu_fast ACC | Δ ACC | parity | min/run fp32 → fast |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in p.itertuples():
-            lines.append(
-                f"| {r.dataset} | {r.model} | {r.fp32_auc_mean:.3f} ± {r.fp32_auc_std:.3f} | "
-                f"{r.fast_auc_mean:.3f} ± {r.fast_auc_std:.3f} | {r.diff_auc:+.3f} | "
-                f"{r.seed_spread_auc:.3f} | {r.fp32_acc_mean:.3f} | {r.fast_acc_mean:.3f} | "
-                f"{r.diff_acc:+.3f} | {'yes' if r.parity else 'NO'} | "
-                f"{r.fp32_train_min:.1f} → {r.fast_train_min:.1f} |"
-            )
-    return lines

@@ -74,17 +74,48 @@ def _best_seconds(fn, reps: int) -> float:
     return best
 
 
+def sized_rate(make, sizes, flops_of, reps: int, min_call_s: float = 0.2) -> float:
+    """GFLOP/s of the call ``make(size)`` returns, best of ``reps``, at the first size
+    (ascending) whose single call takes ``min_call_s`` or at the largest: a native dtype reaches
+    the largest size, an emulated one (bf16 without AVX512-BF16, some 100x slower) stops before
+    a single timing takes minutes."""
+    for size in sizes:
+        fn = make(size)
+        t0 = time.perf_counter()
+        fn()
+        if time.perf_counter() - t0 >= min_call_s:
+            break
+    return flops_of(size) / _best_seconds(fn, reps) / 1e9
+
+
 def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
     """The CPU's peak GFLOP/s in ``dtype`` at the current threads: the better of a large
-    matrix product (MKL) and a large 3x3 convolution in channels-last (oneDNN, which reaches
-    more than MKL's sgemm on this kind of CPU), each the best of ``reps``."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    gemm = 2 * n**3 / _best_seconds(lambda: torch.mm(a, b), reps) / 1e9
+    matrix product (MKL; up to ``n`` x ``n``) and a large 3x3 convolution in channels-last
+    (oneDNN, which reaches more than MKL's sgemm on this kind of CPU; up to batch 32), each the
+    best of ``reps``."""
+
+    def mm(size: int):
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        return lambda: torch.mm(a, b)
+
+    gemm = sized_rate(mm, [n >> k for k in (3, 2, 1, 0)], lambda size: 2 * size**3, reps)
     conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
-    x = torch.randn(32, 256, 28, 28).contiguous(memory_format=torch.channels_last)
-    flops = 2 * 32 * 256 * 256 * 9 * 28 * 28
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        direct = flops / _best_seconds(lambda: conv(x), reps) / 1e9
+
+    def convolve(batch: int):
+        x = torch.randn(batch, 256, 28, 28).contiguous(memory_format=torch.channels_last)
+
+        def call():
+            with (
+                torch.no_grad(),
+                torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32),
+            ):
+                conv(x)
+
+        return call
+
+    direct = sized_rate(
+        convolve, [1, 4, 16, 32], lambda batch: 2 * batch * 256 * 256 * 9 * 28 * 28, reps
+    )
     return max(gemm, direct)
 
 
@@ -248,27 +279,40 @@ def roofline_table(rows: list[dict], peaks: dict, flops: dict) -> pd.DataFrame:
     return table
 
 
-def _later_peaks_note(table: pd.DataFrame, peaks: pd.DataFrame) -> list[str]:
-    """Rows measured in a later process were set against that process's own peak
-    (``peak_gflops``); say which, so no fraction of peak is read against the wrong one."""
+def _other_peaks_note(table: pd.DataFrame, peaks: pd.DataFrame) -> list[str]:
+    """Rows measured in another process than ``cpu_peak.csv``'s peaks were set against that
+    process's own peak (``peak_gflops``); say which, so no fraction of peak is read against the
+    wrong one."""
     known = {(r.dtype, int(r.threads)): round(r.gflops, 1) for r in peaks.itertuples()}
-    later: dict[tuple, set[str]] = {}
+    other: dict[tuple, set[str]] = {}
     for r in table.dropna(subset=["peak_gflops"]).itertuples():
         dtype = setting_dtype(r.setting)
         if known.get((dtype, int(r.threads))) != round(r.peak_gflops, 1):
-            later.setdefault((int(r.threads), dtype, round(r.peak_gflops, 1)), set()).add(r.model)
+            other.setdefault((int(r.threads), dtype, round(r.peak_gflops, 1)), set()).add(r.model)
     return (
         [
             "",
             *[
                 f"{', '.join(sorted(models))} at {threads} threads ({dtype}) were measured in a "
-                f"later process and set against its own peak, {peak:.1f} GFLOP/s (`peak_gflops`)."
-                for (threads, dtype, peak), models in sorted(later.items())
+                f"process of their own and set against its peak, {peak:.1f} GFLOP/s "
+                "(`peak_gflops`)."
+                for (threads, dtype, peak), models in sorted(other.items())
             ],
         ]
-        if later
+        if other
         else []
     )
+
+
+def _cpu_line(peaks: pd.DataFrame) -> list[str]:
+    """The CPU the peaks were measured on: its name, the vector ISA torch dispatched to and
+    whether it computes bf16 natively (peak tables written before these columns lack them)."""
+    if "cpu_capability" not in peaks or peaks["cpu_capability"].isna().all():
+        return []
+    r = peaks.dropna(subset=["cpu_capability"]).iloc[-1]
+    native = "yes" if bool(r["bf16_native"]) else "no"
+    return ["", f"CPU: {r['machine']}; torch's CPU capability: {r['cpu_capability']}; "
+                f"native bf16: {native}."]  # fmt: skip
 
 
 def markdown(table: pd.DataFrame, peaks: pd.DataFrame) -> str:
@@ -278,11 +322,12 @@ def markdown(table: pd.DataFrame, peaks: pd.DataFrame) -> str:
         "Generated by `bench-speed roofline` from `cpu_roofline.csv` and `cpu_peak.csv` (one",
         "process; settings interleaved; medians). Peak: the best large GEMM per dtype and",
         "thread count. Achieved: FLOPs per sample (torch's FLOP counter) x samples/s.",
+        *_cpu_line(peaks),
         "",
         "| dtype | threads | GEMM peak GFLOP/s |",
         "|---|---|---|",
         *[f"| {r.dtype} | {r.threads} | {r.gflops:.1f} |" for r in peaks.itertuples()],
-        *_later_peaks_note(table, peaks),
+        *_other_peaks_note(table, peaks),
         "",
         "| model | setting | threads | batch | train samples/s | train × fp32 | train GFLOP/s "
         "| of peak | infer samples/s | infer × fp32 | infer of peak |",
@@ -324,9 +369,16 @@ def roofline(args) -> int:
         rows += measure_cells(args.roofline_models, args.settings, args.reps, args.min_seconds)
     peak_rows = pd.DataFrame(
         [{"dtype": d, "threads": t, "gflops": round(g, 2)} for (d, t), g in peaks.items()]
-    ).assign(machine=facts["machine"], bf16_native=cpu_bf16_native(), torch=facts["torch"])
+    ).assign(
+        machine=facts["machine"],
+        bf16_native=cpu_bf16_native(),
+        torch=facts["torch"],
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+    )
     table = roofline_table(rows, peaks, flops).assign(
-        machine=facts["machine"], torch=facts["torch"]
+        machine=facts["machine"],
+        torch=facts["torch"],
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
     )
     peak_rows = write_replacing(out / "cpu_peak.csv", peak_rows, ["dtype", "threads"])
     table = write_replacing(out / "cpu_roofline.csv", table, ["model", "setting", "threads"])
