@@ -41,6 +41,29 @@ def _seed_list(seeds) -> str:
     return ";".join(map(str, sorted(seeds)))
 
 
+def _compare(fp32: list[RunRecord], fast: list[RunRecord]) -> tuple[dict, bool]:
+    """Mean ± std of each metric under both settings, the difference of the means, the seed
+    spread it is judged against (the larger std), the wall time per run; and whether every
+    difference lies within its spread."""
+    stats, within = {}, True
+    for m in METRICS:
+        a = pd.Series([r.test.get(m) for r in fp32], dtype=float)
+        b = pd.Series([r.test.get(m) for r in fast], dtype=float)
+        spread, diff = max(a.std(), b.std()), b.mean() - a.mean()
+        stats |= {
+            f"fp32_{m}_mean": a.mean(),
+            f"fp32_{m}_std": a.std(),
+            f"fast_{m}_mean": b.mean(),
+            f"fast_{m}_std": b.std(),
+            f"diff_{m}": diff,
+            f"seed_spread_{m}": spread,
+        }
+        within = within and bool(abs(diff) <= spread)
+    for side, recs in (("fp32", fp32), ("fast", fast)):
+        stats[f"{side}_train_min"] = sum(r.cost.train_time_s or 0 for r in recs) / len(recs) / 60
+    return stats, within
+
+
 def parity_table(
     records: list[RunRecord],
     models: list[str],
@@ -87,27 +110,10 @@ def parity_table(
                 fp32_setting=_setting(fp32[0]), fast_setting=_setting(fast[0]),
                 epochs=fp32[0].epochs,
             )  # fmt: skip
-            verdicts = []
-            for m in METRICS:
-                a = pd.Series([r.test.get(m) for r in fp32], dtype=float)
-                b = pd.Series([r.test.get(m) for r in fast], dtype=float)
-                spread = max(a.std(), b.std())
-                diff = b.mean() - a.mean()
-                row.update(
-                    {
-                        f"fp32_{m}_mean": a.mean(),
-                        f"fp32_{m}_std": a.std(),
-                        f"fast_{m}_mean": b.mean(),
-                        f"fast_{m}_std": b.std(),
-                        f"diff_{m}": diff,
-                        f"seed_spread_{m}": spread,
-                    }
-                )
-                verdicts.append(abs(diff) <= spread)
-            row["fp32_train_min"] = sum(r.cost.train_time_s or 0 for r in fp32) / len(fp32) / 60
-            row["fast_train_min"] = sum(r.cost.train_time_s or 0 for r in fast) / len(fast) / 60
+            stats, within = _compare(fp32, fast)
+            row.update(stats)
             complete = set(common) == set(seeds)
-            row["parity"] = ("yes" if all(verdicts) else "no") if complete else "pending"
+            row["parity"] = ("yes" if within else "no") if complete else "pending"
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
