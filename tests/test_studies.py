@@ -242,6 +242,7 @@ def test_eta_rows_parse_and_name_the_mistake():
 
 
 def test_eta_of_a_row_scales_its_measured_rates_to_the_recipe(tmp_path, monkeypatch):
+    import bench.job.cpu_fast as cpu_fast
     from bench.speed.eta import fits, measure_row
 
     monkeypatch.chdir(tmp_path)
@@ -253,6 +254,12 @@ def test_eta_of_a_row_scales_its_measured_rates_to_the_recipe(tmp_path, monkeypa
     total = 7 * epoch + 2 * (cost.n_val + cost.n_test) / cost.infer_samples_per_sec
     assert cost.eta_h_per_seed == pytest.approx(total / 3600, abs=0.006)
     assert fits(cost, 1.5) and "data=synthetic model=bccnn" in cost.command
+    assert (cost.preset, cost.setting) == ("fp32", "32-true NCHW")
+    # the row says what cpu_fast resolved to on the CPU measured (here: one with native bf16)
+    monkeypatch.setattr(cpu_fast, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(cpu_fast, "cpu_capability", lambda: "AVX512")
+    fast = measure_row("synthetic", "bccnn", None, ["trainer.max_epochs=7"], 2, "cpu_fast")
+    assert (fast.preset, fast.setting) == ("cpu_fast", "bf16-mixed channels-last")
 
 
 def test_eta_of_an_unknown_model_is_one_line(tmp_path):

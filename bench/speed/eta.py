@@ -44,6 +44,9 @@ class RowCost:
     command: str
     # fp32 (the protocol) or cpu_fast (trainer=cpu_fast: what this CPU runs fastest)
     preset: str = "fp32"
+    # what the run trained in here: precision and layout (cpu_fast is fp32 on a CPU without
+    # native bf16, so the preset's name alone does not say it)
+    setting: str = ""
 
 
 # what trainer=cpu_fast adds to a row (the protocol experiment pins fp32; auto lets it choose)
@@ -92,6 +95,7 @@ def measure_row(
     train_sps = float(rec.cost.train_samples_per_sec)
     infer_sps = float(rec.cost.infer_samples_per_sec)
     epoch_s = n_train / train_sps + n_val / infer_sps
+    layout = (rec.config.get("task") or {}).get("channels_last")  # as resolved for the run
     # two final evaluations of val and test (best and last weights)
     total_s = epochs * epoch_s + 2 * (n_val + n_test) / infer_sps
     return RowCost(
@@ -112,6 +116,7 @@ def measure_row(
         measured_at=time.strftime("%Y-%m-%d"),
         command=" ".join(["bench-train -m", *row, "seed=0,1,2"]),
         preset=preset,
+        setting=f"{rec.precision} {'channels-last' if layout is True else 'NCHW'}",
     )
 
 
