@@ -113,6 +113,103 @@ def _no_bf16_section(out: Path) -> list[str]:
             "of fp32 NCHW: " + ("never faster, which is why the preset does not pick it here."
                                  if bf16.max() < 1 else "faster in some cells; see the table.")
         )  # fmt: skip
+    return lines + _repeats_section(out / NO_BF16_DIR) + _compile_section(out / NO_BF16_DIR)
+
+
+def fp32_layout_readings(folder: Path) -> pd.DataFrame:
+    """Training samples/s of fp32 channels-last over fp32 NCHW, one row per model and roofline
+    process: ``folder/cpu_roofline.csv`` and each ``folder/*/cpu_roofline.csv`` (measured in a
+    process of its own), at each file's largest thread count; ``peak`` is that process's fp32
+    GEMM peak, ``source`` the file's folder relative to ``folder``."""
+    rows = []
+    for path in [folder / "cpu_roofline.csv", *sorted(folder.glob("*/cpu_roofline.csv"))]:
+        if not path.exists():
+            continue
+        cells = pd.read_csv(path)
+        cells = cells[cells["error"].isna()]
+        cells = cells[cells["threads"] == cells["threads"].max()].set_index(["model", "setting"])
+        source = path.parent.relative_to(folder).as_posix()
+        for model in dict.fromkeys(m for m, _ in cells.index):
+            if (model, "fp32") in cells.index and (model, "fp32_cl") in cells.index:
+                nchw, cl = cells.loc[(model, "fp32")], cells.loc[(model, "fp32_cl")]
+                rows.append({
+                    "model": model, "source": "." if source == "." else f"{source}/",
+                    "peak": float(nchw["peak_gflops"]),
+                    "cl_over_nchw": cl["train_samples_per_sec"] / nchw["train_samples_per_sec"],
+                })  # fmt: skip
+    return pd.DataFrame(rows, columns=["model", "source", "peak", "cl_over_nchw"])
+
+
+def _repeats_section(folder: Path) -> list[str]:
+    """Models whose fp32 layout was measured in more than one process: each reading, and
+    the layout the preset may take from them (channels-last only where every process had it
+    faster)."""
+    readings = fp32_layout_readings(folder)
+    repeated = readings.groupby("model").filter(lambda g: len(g) > 1)
+    if repeated.empty:
+        return []
+    sources = list(dict.fromkeys(repeated["source"]))
+    head = " | ".join(f"`{s if s != '.' else 'cpu_roofline.csv'}`" for s in sources)
+    lines = [
+        "",
+        "Measured again, each in a process of its own (this shared machine's speed drifts",
+        "between processes; in brackets the fp32 GEMM peak, GFLOP/s, of the process): fp32",
+        "channels-last over fp32 NCHW in training.",
+        "",
+        f"| model | {head} | layout for cpu_fast |",
+        "|---|" + "---|" * (len(sources) + 1),
+    ]
+    for model, g in repeated.groupby("model", sort=False):
+        by, peak = g.set_index("source")["cl_over_nchw"], g.set_index("source")["peak"]
+        cells = " | ".join(f"{by[s]:.2f} ({peak[s]:.0f})" if s in by else "" for s in sources)
+        if (by > 1).all():
+            verdict = "channels-last (faster in every process)"
+        elif (by < 1).all():
+            verdict = "NCHW (faster in every process)"
+        else:
+            verdict = f"NCHW, the baseline (× {by.min():.2f} to × {by.max():.2f}: either way)"
+        lines.append(f"| {model} | {cells} | {verdict} |")
+    lines += [
+        "",
+        "Channels-last is taken on this CPU only where every process measured it faster; where",
+        "the readings fall on both sides of 1 the layout's effect is smaller than the drift",
+        "between processes, and the preset keeps the baseline, which cannot be slower than",
+        "fp32 NCHW. A test holds the preset's table to this rule.",
+    ]
+    return lines
+
+
+def _compile_section(folder: Path) -> list[str]:
+    """torch.compile on this CPU: the best compiled setting of each model over its best eager
+    one, from ``folder/compile/cpu_roofline.csv``."""
+    path = folder / "compile" / "cpu_roofline.csv"
+    if not path.exists():
+        return []
+    cells = pd.read_csv(path)
+    cells = cells[cells["error"].isna()]
+    compiled = cells["setting"].str.endswith("+compile")
+    ratios = {
+        col: {
+            model: rows.loc[compiled[rows.index], col].max()
+            / rows.loc[~compiled[rows.index], col].max()
+            for model, rows in cells.groupby("model", sort=False)
+        }
+        for col in ("train_samples_per_sec", "infer_samples_per_sec")
+    }
+    train, infer = ratios["train_samples_per_sec"], ratios["infer_samples_per_sec"]
+    listed = ", ".join(f"{m} × {r:.2f}" for m, r in train.items())
+    lines = [
+        "",
+        f"`torch.compile` here ([{path.parent.relative_to(folder.parent).as_posix()}/"
+        f"cpu_roofline.md]({path.parent.relative_to(folder.parent).as_posix()}/cpu_roofline.md),"
+        " each eager fp32 layout next to its `+compile` twin in one process): the best compiled",
+        f"training setting over the best eager one: {listed}; "
+        + ("compiling never speeds training up on this CPU either, so cpu_fast leaves "
+           "`task.compile` off." if max(train.values()) < 1
+           else "faster for some models; see the table.")
+        + f" In inference (which the harness runs eagerly) × {min(infer.values()):.2f} to "
+          f"× {max(infer.values()):.2f}.",
+    ]  # fmt: skip
     return lines
 
 
