@@ -344,16 +344,16 @@ def test_without_native_bf16_channels_last_only_where_every_process_measured_it_
 
 
 def test_the_layout_readings_name_each_process_and_its_ratio(tmp_path):
-    """fp32_layout_readings: one row per model and process, the ratio from samples/s."""
-    cols = ["model", "setting", "threads", "train_samples_per_sec", "peak_gflops", "error"]
+    """fp32_layout_readings: one row per model and process at its largest thread count."""
+    cols = ["model", "setting", "threads", "train_speedup", "peak_gflops", "error"]
     main = pd.DataFrame(
-        [["m", "fp32", 2, 100.0, 190.0, None], ["m", "fp32_cl", 2, 80.0, 190.0, None],
-         ["m", "fp32", 1, 10.0, 95.0, None], ["m", "fp32_cl", 1, 99.0, 95.0, None]],
+        [["m", "fp32", 2, 1.0, 190.0, None], ["m", "fp32_cl", 2, 0.8, 190.0, None],
+         ["m", "fp32", 1, 1.0, 95.0, None], ["m", "fp32_cl", 1, 9.9, 95.0, None]],
         columns=cols,
     )  # fmt: skip
     again = pd.DataFrame(
-        [["m", "fp32", 2, 50.0, 140.0, None], ["m", "fp32_cl", 2, 60.0, 140.0, None],
-         ["n", "fp32", 2, 50.0, 140.0, None], ["n", "fp32_cl", 2, None, 140.0, "OOM"]],
+        [["m", "fp32", 2, 1.0, 140.0, None], ["m", "fp32_cl", 2, 1.2, 140.0, None],
+         ["n", "fp32", 2, 1.0, 140.0, None], ["n", "fp32_cl", 2, None, 140.0, "OOM"]],
         columns=cols,
     )  # fmt: skip
     main.to_csv(tmp_path / "cpu_roofline.csv", index=False)

@@ -117,7 +117,7 @@ def _no_bf16_section(out: Path) -> list[str]:
 
 
 def fp32_layout_readings(folder: Path) -> pd.DataFrame:
-    """Training samples/s of fp32 channels-last over fp32 NCHW, one row per model and roofline
+    """Training speed of fp32 channels-last over fp32 NCHW, one row per model and roofline
     process: ``folder/cpu_roofline.csv`` and each ``folder/*/cpu_roofline.csv`` (measured in a
     process of its own), at each file's largest thread count; ``peak`` is that process's fp32
     GEMM peak, ``source`` the file's folder relative to ``folder``."""
@@ -135,7 +135,7 @@ def fp32_layout_readings(folder: Path) -> pd.DataFrame:
                 rows.append({
                     "model": model, "source": "." if source == "." else f"{source}/",
                     "peak": float(nchw["peak_gflops"]),
-                    "cl_over_nchw": cl["train_samples_per_sec"] / nchw["train_samples_per_sec"],
+                    "cl_over_nchw": cl["train_speedup"] / nchw["train_speedup"],
                 })  # fmt: skip
     return pd.DataFrame(rows, columns=["model", "source", "peak", "cl_over_nchw"])
 
