@@ -198,10 +198,10 @@ def _compile_section(folder: Path) -> list[str]:
     }
     train, infer = ratios["train_samples_per_sec"], ratios["infer_samples_per_sec"]
     listed = ", ".join(f"{m} × {r:.2f}" for m, r in train.items())
+    page = f"{path.parent.relative_to(folder.parent).as_posix()}/cpu_roofline.md"
     lines = [
         "",
-        f"`torch.compile` here ([{path.parent.relative_to(folder.parent).as_posix()}/"
-        f"cpu_roofline.md]({path.parent.relative_to(folder.parent).as_posix()}/cpu_roofline.md),"
+        f"`torch.compile` here ([{page}]({page}),"
         " each eager fp32 layout next to its `+compile` twin in one process): the best compiled",
         f"training setting over the best eager one: {listed}; "
         + ("compiling never speeds training up on this CPU either, so cpu_fast leaves "

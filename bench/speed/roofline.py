@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.errors import ConfigError, one_line
-from bench.hardware import cpu_bf16_native
+from bench.hardware import cpu_bf16_native, cpu_capability
 from bench.models import build_model
 from bench.paths import conf_dir
 from bench.spec import DataSpec
@@ -367,18 +367,17 @@ def roofline(args) -> int:
         for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
             peaks[(name, threads)] = gemm_peak(dtype)
         rows += measure_cells(args.roofline_models, args.settings, args.reps, args.min_seconds)
+    capability = cpu_capability()
     peak_rows = pd.DataFrame(
         [{"dtype": d, "threads": t, "gflops": round(g, 2)} for (d, t), g in peaks.items()]
     ).assign(
         machine=facts["machine"],
         bf16_native=cpu_bf16_native(),
         torch=facts["torch"],
-        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        cpu_capability=capability,
     )
     table = roofline_table(rows, peaks, flops).assign(
-        machine=facts["machine"],
-        torch=facts["torch"],
-        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        machine=facts["machine"], torch=facts["torch"], cpu_capability=capability
     )
     peak_rows = write_replacing(out / "cpu_peak.csv", peak_rows, ["dtype", "threads"])
     table = write_replacing(out / "cpu_roofline.csv", table, ["model", "setting", "threads"])
